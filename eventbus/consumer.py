@@ -1,0 +1,517 @@
+"""Consume: read a group's deliveries, call the handler, carry out ack / retry / dead-letter.
+
+Each delivery ends in exactly one outcome, made durable before the ack: handled (XACK),
+retry scheduled (``ack_and_retry.lua``) or dead-lettered (``ack_and_dead_letter.lua``).
+If an outcome cannot be written, the entry stays pending and is recovered later.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
+
+import redis
+import structlog
+from tenacity import RetryCallState, wait_exponential_jitter
+
+from eventbus import handler as handlers
+from eventbus.bus import RawEntry, TenantEventBus
+from eventbus.dlq import (
+    REASON_DECODE_ERROR,
+    REASON_HANDLER_FAILED,
+    REASON_MAX_DELIVERIES,
+    REASON_TOO_LARGE,
+    DeadLetterQueue,
+    dead_letter_metadata,
+)
+from eventbus.errors import DecodeError, TenantMismatch
+from eventbus.handler import Handler, HandlerContext
+from eventbus.heartbeat import Heartbeat
+from eventbus.keys import validate_consumer, validate_group, validate_stream
+from eventbus.redis_io import TRANSIENT, error_text, is_nogroup
+from eventbus.retry import MAX_RETRIES, RETRY_DELAYS, FailureInfo, RetryPolicy
+from eventbus.schemas import AgentEvent
+from eventbus.settings import ConsumerSettings
+
+_RETRY_COUNT = b"_retry_count"
+
+
+class Reclaimed(NamedTuple):
+    """An entry taken over from another consumer by :meth:`EventConsumer.reclaim_abandoned`."""
+
+    key: str
+    message_id: str
+    #: Deliveries so far (the next handling is delivery ``deliveries + 1``).
+    deliveries: int
+
+
+def _retry_count_of(fields: Mapping[bytes, bytes]) -> int:
+    raw = fields.get(_RETRY_COUNT)
+    try:
+        return max(0, int(raw)) if raw is not None else 0
+    except ValueError:
+        return 0
+
+
+class EventConsumer:
+    """One consumer of one group on one stream of a tenant.
+
+    ``handler(event)`` is a plain sync callable; an exception is a failed attempt. Failed
+    events are retried after ``RETRY_DELAYS`` (server clock, durable in Redis, without
+    blocking this consumer) and dead-lettered after ``MAX_RETRIES`` retries.
+    """
+
+    MAX_RETRIES: int = MAX_RETRIES
+    RETRY_DELAYS: Sequence[float] = list(RETRY_DELAYS)
+
+    def __init__(
+        self,
+        bus: TenantEventBus,
+        stream: str,
+        group: str,
+        consumer_name: str,
+        dlq: DeadLetterQueue,
+        *,
+        max_retries: int | None = None,
+        retry_delays: Sequence[float] | None = None,
+        policy: RetryPolicy | None = None,
+        settings: ConsumerSettings | None = None,
+    ) -> None:
+        self.bus = bus
+        self.stream = validate_stream(stream)
+        self.group = validate_group(group)
+        self.consumer_name = validate_consumer(consumer_name)
+        if dlq.tenant_id != bus.tenant_id:
+            raise TenantMismatch(
+                f"dead-letter queue of tenant {dlq.tenant_id!r} given to a consumer of "
+                f"tenant {bus.tenant_id!r}"
+            )
+        self.dlq = dlq
+        self.settings = settings or ConsumerSettings()
+        self.max_retries = self.MAX_RETRIES if max_retries is None else max_retries
+        self.retry_delays = list(self.RETRY_DELAYS if retry_delays is None else retry_delays)
+        self._policy = policy
+        self._policy_cache: tuple[tuple[int, tuple[float, ...]], RetryPolicy] | None = None
+        _ = self.policy  # validate the retry settings now, not at the first failure
+
+        keys = bus.keys
+        self._main = keys.stream(stream)
+        self._retry = keys.retry_stream(stream, group)
+        self._schedule = keys.schedule(stream, group)
+        self._dlq_key = keys.dlq(stream)
+        self._r = bus.redis
+        self._scripts = bus.scripts
+        self.log = structlog.get_logger("eventbus.consumer").bind(
+            tenant=bus.tenant_id, stream=stream, group=group, consumer=consumer_name
+        )
+        self._stop = threading.Event()
+        self._ready = False
+        self._own_pending_checked = False
+        self._next_promote = 0.0
+        self._next_reclaim = 0.0
+        self._acks: dict[str, list[str]] = {}
+        self._acks_since = 0.0
+        self._heartbeat = Heartbeat(self._r, group, consumer_name, self.settings.heartbeat_s)
+        self._reconnect_wait = wait_exponential_jitter(
+            initial=0.1, max=self.settings.reconnect_max_wait_s
+        )
+        self.stats: Counter[str] = Counter()
+
+    # -- public API ----------------------------------------------------------------------
+
+    @property
+    def policy(self) -> RetryPolicy:
+        """The retry policy: the one given, or built from max_retries / retry_delays."""
+        if self._policy is not None:
+            return self._policy
+        key = (self.max_retries, tuple(self.retry_delays))
+        if self._policy_cache is None or self._policy_cache[0] != key:
+            self._policy_cache = (key, RetryPolicy(self.max_retries, self.retry_delays))
+        return self._policy_cache[1]
+
+    def stop(self) -> None:
+        """Ask the loop to stop after the event in hand (safe from signal handlers/threads)."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def process_loop(self, handler: Handler) -> None:
+        """Handle events until :meth:`stop`; survives Redis restarts and dropped links."""
+        self.log.info("consumer_started", retry_delays_s=self.policy.delays())
+        failures = 0
+        try:
+            while not self._stop.is_set():
+                try:
+                    self.process_batch(handler)
+                except TRANSIENT as exc:
+                    failures += 1
+                    self._wait_for_redis(exc, failures)
+                    continue
+                except redis.ResponseError as exc:
+                    if not is_nogroup(exc):
+                        raise
+                    self._recreate_groups(exc)
+                    continue
+                if failures:
+                    self.log.info("redis_reconnected", failed_attempts=failures)
+                    failures = 0
+        finally:
+            try:
+                self._flush_acks()
+            except redis.RedisError as exc:
+                self.log.warning("final_ack_failed", error=error_text(exc))
+            self._heartbeat.close()
+            self.log.info("consumer_stopped", **dict(self.stats))
+            self._stop.clear()
+
+    def process_batch(self, handler: Handler, *, block_ms: int | None = None) -> int:
+        """One round: recover own pending entries, promote due retries, reclaim if it is
+        time, then read and handle new entries. Returns how many deliveries it handled."""
+        self._ensure_ready()
+        self._flush_acks()
+        if not self._own_pending_checked:
+            done = self._handle_own_pending(handler)
+            self._own_pending_checked = True
+            if done:
+                return done
+        now = time.monotonic()
+        if now >= self._next_promote:
+            self._promote()
+        if now >= self._next_reclaim:
+            self._next_reclaim = now + self.settings.reclaim_interval_s
+            if self.reclaim_abandoned(self.settings.reclaim_idle_ms):
+                return self._handle_own_pending(handler)
+        block = self.settings.block_ms if block_ms is None else block_ms
+        until_promote_ms = int((self._next_promote - time.monotonic()) * 1000)
+        block = max(1, min(block, until_promote_ms))
+        entries = self.bus.read_group(
+            self.group,
+            self.consumer_name,
+            {self._main: ">", self._retry: ">"},
+            count=self.settings.count,
+            block_ms=block,
+        )
+        return self._handle_entries(entries, handler, None)
+
+    def reclaim_abandoned(self, idle_time_ms: int = 60_000) -> list[Reclaimed]:
+        """Take over entries pending on any consumer for longer than ``idle_time_ms``.
+
+        Poison pills (delivered more than ``max_deliveries`` times) are dead-lettered at
+        once; entries deleted from the stream meanwhile are dropped from the pending list
+        and logged. Returns the entries now pending on this consumer; the loop handles them
+        next (``process_batch`` reads this consumer's pending entries first).
+        """
+        self._ensure_ready()
+        out: list[Reclaimed] = []
+        for key in (self._main, self._retry):
+            start = "0-0"
+            while True:
+                start, claimed, deleted = self._scripts.reclaim(
+                    key,
+                    group=self.group,
+                    consumer=self.consumer_name,
+                    min_idle_ms=idle_time_ms,
+                    start=start,
+                    count=self.settings.count,
+                )
+                for message_id in deleted:
+                    self.log.warning("reclaim_entry_deleted", message_id=message_id, key=key)
+                for message_id, deliveries in claimed:
+                    if deliveries > self.settings.max_deliveries:
+                        self._dead_letter_poison(key, message_id, deliveries)
+                    else:
+                        out.append(Reclaimed(key, message_id, deliveries))
+                if start == "0-0":
+                    break
+        if out:
+            self.stats["reclaimed"] += len(out)
+            self.log.warning("reclaimed", count=len(out), idle_ms=idle_time_ms)
+            self._own_pending_checked = False
+        return out
+
+    # -- reading -------------------------------------------------------------------------
+
+    def _ensure_ready(self) -> None:
+        if self._ready:
+            return
+        self.bus.ensure_group(self.stream, self.group)
+        self.bus.ensure_group(self.stream, self.group, key=self._retry)
+        self._ready = True
+
+    def _recreate_groups(self, exc: BaseException) -> None:
+        self._ready = False
+        self._acks.clear()
+        self._ensure_ready()
+        self.log.error(
+            "consumer_group_recreated",
+            error=error_text(exc),
+            warning="the group or stream vanished (Redis restarted without persistence, or "
+            "they were deleted): unacknowledged entries may be lost; reading from the start",
+        )
+
+    def _handle_own_pending(self, handler: Handler) -> int:
+        """Handle entries already delivered to this consumer (after a restart or reclaim)."""
+        done = 0
+        for key in (self._main, self._retry):
+            after = "0"
+            while not self._stop.is_set():
+                entries = self.bus.read_group(
+                    self.group,
+                    self.consumer_name,
+                    {key: after},
+                    count=self.settings.count,
+                    block_ms=None,
+                )
+                if not entries:
+                    break
+                counts = self._delivery_counts(key, entries)
+                done += self._handle_entries(entries, handler, counts)
+                after = entries[-1].message_id
+        if done:
+            self.log.info("own_pending_handled", count=done)
+        return done
+
+    def _delivery_counts(self, key: str, entries: list[RawEntry]) -> dict[str, int]:
+        rows = self._r.xpending_range(
+            key,
+            self.group,
+            min=entries[0].message_id,
+            max=entries[-1].message_id,
+            count=len(entries),
+            consumername=self.consumer_name,
+        )
+        return {
+            (
+                r["message_id"].decode() if isinstance(r["message_id"], bytes) else r["message_id"]
+            ): int(r["times_delivered"])
+            for r in rows
+        }
+
+    def _promote(self) -> None:
+        moved, wait_ms = self._scripts.promote_due(
+            self._schedule, self._retry, self.settings.promote_limit
+        )
+        poll_s = self.settings.retry_poll_ms / 1000
+        wait_s = poll_s if wait_ms < 0 else min(poll_s, wait_ms / 1000)
+        self._next_promote = time.monotonic() + wait_s
+        if moved:
+            self.log.debug("retries_promoted", count=moved)
+
+    # -- handling ------------------------------------------------------------------------
+
+    def _handle_entries(
+        self, entries: list[RawEntry], handler: Handler, counts: dict[str, int] | None
+    ) -> int:
+        done = 0
+        for entry in entries:
+            if self._stop.is_set():
+                break  # the rest stay pending on this consumer and are resumed later
+            deliveries = counts.get(entry.message_id, 1) if counts else 1
+            self._handle_one(entry, deliveries, handler)
+            done += 1
+            if self._acks and time.monotonic() - self._acks_since > 0.1:
+                self._flush_acks()
+        self._flush_acks()
+        return done
+
+    def _handle_one(self, entry: RawEntry, deliveries: int, handler: Handler) -> None:
+        fields = entry.fields
+        retry_count = _retry_count_of(fields)
+        if deliveries > self.settings.max_deliveries:
+            self._dead_letter_poison(entry.key, entry.message_id, deliveries, retry_count)
+            return
+        size = sum(len(k) + len(v) for k, v in fields.items())
+        if size > self.bus.settings.max_event_bytes:
+            failure = FailureInfo(
+                "EventTooLarge",
+                f"entry is {size} bytes, over the limit of {self.bus.settings.max_event_bytes}",
+                "",
+            )
+            self._dead_letter(entry, REASON_TOO_LARGE, retry_count, failure)
+            return
+        try:
+            event = AgentEvent.from_stream_dict(fields)
+            if event.tenant_id != self.bus.tenant_id:
+                raise DecodeError(
+                    f"event tenant_id {event.tenant_id!r} does not match the stream's "
+                    f"tenant {self.bus.tenant_id!r}"
+                )
+        except DecodeError as exc:
+            self._dead_letter(
+                entry, REASON_DECODE_ERROR, retry_count, FailureInfo.from_exception(exc)
+            )
+            return
+        self._run_handler(entry, event, deliveries, retry_count, handler)
+
+    def _run_handler(
+        self,
+        entry: RawEntry,
+        event: AgentEvent,
+        deliveries: int,
+        retry_count: int,
+        handler: Handler,
+    ) -> None:
+        def context() -> HandlerContext:
+            return HandlerContext(
+                message_id=entry.message_id,
+                stream=self.stream,
+                group=self.group,
+                consumer=self.consumer_name,
+                delivery_count=deliveries,
+                retry_count=retry_count,
+                log=self._event_log(entry, event, retry_count),
+            )
+
+        self._heartbeat.claim(entry.key, entry.message_id)
+        try:
+            handlers.call(handler, event, context)
+        except Exception as exc:  # a failed attempt; BaseException (exit) leaves it pending
+            self._heartbeat.release()
+            self._on_failure(entry, event, retry_count, exc)
+            return
+        self._heartbeat.release()
+        if not self._acks:
+            self._acks_since = time.monotonic()
+        self._acks.setdefault(entry.key, []).append(entry.message_id)
+        self.stats["handled"] += 1
+        self.log.debug(
+            "event_handled",
+            event_id=event.event_id,
+            correlation_id=event.correlation_id,
+            attempt=retry_count + 1,
+            message_id=entry.message_id,
+        )
+
+    def _event_log(self, entry: RawEntry, event: AgentEvent, retry_count: int) -> Any:
+        return self.log.bind(
+            event_id=event.event_id,
+            correlation_id=event.correlation_id,
+            attempt=retry_count + 1,
+            message_id=entry.message_id,
+        )
+
+    def _on_failure(
+        self, entry: RawEntry, event: AgentEvent, retry_count: int, exc: Exception
+    ) -> None:
+        self.stats["failed"] += 1
+        log = self._event_log(entry, event, retry_count)
+        decision = self.policy.decide(retry_count, exc)
+        failure = FailureInfo.from_exception(exc)
+        if decision.action == "dead_letter":
+            self._dead_letter(entry, REASON_HANDLER_FAILED, retry_count, failure, log)
+            return
+        delay_ms = int(decision.delay_s * 1000)
+        try:
+            due = self._scripts.ack_and_retry(
+                entry.key,
+                self._schedule,
+                group=self.group,
+                message_id=entry.message_id,
+                consumer=self.consumer_name,
+                delay_ms=delay_ms,
+                retry_count=decision.retry_count,
+            )
+        except redis.RedisError as err:
+            log.error("retry_schedule_failed", error=error_text(err), left_pending=True)
+            return
+        if due <= 0:
+            log.warning("outcome_skipped", reason="no longer pending on this consumer")
+            return
+        self.stats["retried"] += 1
+        self._next_promote = min(self._next_promote, time.monotonic() + delay_ms / 1000)
+        log.warning(
+            "retry_scheduled",
+            delay_s=decision.delay_s,
+            next_attempt=decision.retry_count + 1,
+            error=failure.message,
+            error_type=failure.error_type,
+        )
+
+    # -- dead letters --------------------------------------------------------------------
+
+    def _dead_letter_poison(
+        self, key: str, message_id: str, deliveries: int, retry_count: int = 0
+    ) -> None:
+        failure = FailureInfo(
+            "MaxDeliveriesExceeded",
+            f"delivered {deliveries} times without an outcome (limit "
+            f"{self.settings.max_deliveries}): the handler may be killing its worker",
+            "",
+        )
+        self._dead_letter(
+            RawEntry(key, message_id, {}), REASON_MAX_DELIVERIES, retry_count, failure
+        )
+
+    def _dead_letter(
+        self,
+        entry: RawEntry,
+        reason: str,
+        retry_count: int,
+        failure: FailureInfo,
+        log: Any = None,
+    ) -> None:
+        log = log or self.log.bind(message_id=entry.message_id)
+        meta = dead_letter_metadata(
+            reason=reason,
+            original_stream=self.stream,
+            message_id=entry.message_id,
+            retry_count=retry_count,
+            failure=failure,
+            group=self.group,
+            consumer=self.consumer_name,
+        )
+        try:
+            result = self._scripts.ack_and_dead_letter(
+                entry.key,
+                self._dlq_key,
+                group=self.group,
+                message_id=entry.message_id,
+                consumer=self.consumer_name,
+                metadata=meta,
+            )
+        except redis.RedisError as err:
+            log.error("dead_letter_failed", reason=reason, error=error_text(err), left_pending=True)
+            return
+        if result == 0:
+            log.warning("outcome_skipped", reason="no longer pending on this consumer")
+        elif result == -1:
+            log.warning("dead_letter_entry_gone", reason=reason)
+        else:
+            self.stats["dead_lettered"] += 1
+            log.error(
+                "dead_lettered",
+                reason=reason,
+                dlq_id=result,
+                retry_count=retry_count,
+                error_type=failure.error_type,
+                error=failure.message,
+            )
+
+    # -- acks and reconnects -------------------------------------------------------------
+
+    def _flush_acks(self) -> None:
+        if not self._acks:
+            return
+        pending, self._acks = self._acks, {}
+        try:
+            for key, ids in pending.items():
+                self._r.xack(key, self.group, *ids)
+        except TRANSIENT:
+            for key, ids in pending.items():  # keep them: acks are idempotent
+                self._acks.setdefault(key, []).extend(ids)
+            raise
+
+    def _wait_for_redis(self, exc: BaseException, failures: int) -> None:
+        state = RetryCallState(None, None, (), {})  # type: ignore[arg-type]
+        state.attempt_number = failures
+        delay = float(self._reconnect_wait(state))
+        self._ready = self._ready and failures < 2
+        self.log.warning(
+            "redis_unavailable", error=error_text(exc), attempt=failures, retry_in_s=delay
+        )
+        self._stop.wait(delay)

@@ -1,0 +1,49 @@
+"""Handlers: plain sync callables ``handler(event)``, or ``handler(event, ctx)`` for those
+that want the delivery's details (mark them with :func:`wants_context`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from eventbus.schemas import AgentEvent
+
+Handler = Callable[..., Any]
+F = TypeVar("F", bound=Callable[..., Any])
+
+_ATTR = "eventbus_wants_context"
+
+
+@dataclass(frozen=True)
+class HandlerContext:
+    """What a context-taking handler learns about the delivery in hand."""
+
+    message_id: str
+    stream: str
+    group: str
+    consumer: str
+    #: How many times Redis has delivered this entry (1 on the first delivery). Handlers
+    #: are called at least once per event: use ``event.event_id`` to deduplicate.
+    delivery_count: int
+    #: How many retries came before this attempt (0 on the first attempt).
+    retry_count: int
+    #: A structlog logger bound with tenant, stream, group, consumer, event_id, attempt...
+    log: Any
+
+
+def wants_context(fn: F) -> F:
+    """Mark a handler as ``handler(event, ctx: HandlerContext)``."""
+    setattr(fn, _ATTR, True)
+    return fn
+
+
+def takes_context(handler: Handler) -> bool:
+    return bool(getattr(handler, _ATTR, False))
+
+
+def call(handler: Handler, event: AgentEvent, ctx: Callable[[], HandlerContext]) -> None:
+    if takes_context(handler):
+        handler(event, ctx())
+    else:
+        handler(event)

@@ -1,0 +1,110 @@
+"""Names and keys: the one place that validates names and derives every Redis key.
+
+Every key lives under ``t:{tenant_id}:``. Names may only use letters, digits, ``_``, ``-``
+and ``.``, so no crafted name can contain ``:`` (our separator), glob characters or
+hash-tag braces, and one tenant can never address another tenant's keys.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from eventbus.errors import InvalidName
+
+NAME_MAX = 64
+#: Stream names get a little more room than other names (``orders.eu-west.priority``...).
+STREAM_NAME_MAX = 128
+EVENT_ID_MAX = 128
+
+_NAME_RE = re.compile(r"[A-Za-z0-9_.\-]+")
+# Event ids end up inside a key (the publish dedupe marker); they are printable ASCII
+# without spaces. uuid4 strings, ULIDs and "order-42:attempt-1" style ids all fit.
+_EVENT_ID_RE = re.compile(r"[\x21-\x7e]+")
+
+
+def _check(kind: str, value: object, max_len: int, pattern: re.Pattern[str]) -> str:
+    if not isinstance(value, str):
+        raise InvalidName(f"{kind} must be a string, got {type(value).__name__} {value!r}")
+    if not 1 <= len(value) <= max_len or not pattern.fullmatch(value):
+        allowed = (
+            "printable ASCII without spaces"
+            if pattern is _EVENT_ID_RE
+            else "letters, digits, '_', '-', '.'"
+        )
+        raise InvalidName(f"invalid {kind} {value!r}: use {allowed}, 1 to {max_len} characters")
+    if pattern is _NAME_RE and value in (".", ".."):
+        raise InvalidName(f"invalid {kind} {value!r}: '.' and '..' are reserved")
+    return value
+
+
+def validate_tenant_id(value: object) -> str:
+    """Return ``value`` if it is a valid tenant id, else raise :class:`InvalidName`."""
+    return _check("tenant id", value, NAME_MAX, _NAME_RE)
+
+
+def validate_stream(value: object) -> str:
+    return _check("stream name", value, STREAM_NAME_MAX, _NAME_RE)
+
+
+def validate_group(value: object) -> str:
+    return _check("group name", value, NAME_MAX, _NAME_RE)
+
+
+def validate_consumer(value: object) -> str:
+    return _check("consumer name", value, NAME_MAX, _NAME_RE)
+
+
+def validate_event_id(value: object) -> str:
+    return _check("event id", value, EVENT_ID_MAX, _EVENT_ID_RE)
+
+
+@dataclass(frozen=True)
+class TenantKeys:
+    """Key factory for one tenant. The key catalogue:
+
+    ========================================  ======  =====================================
+    key                                       type    what
+    ========================================  ======  =====================================
+    ``t:{T}:events:{S}``                      stream  the events of stream S
+    ``t:{T}:events:{S}:dlq``                  stream  dead letters of stream S (all groups)
+    ``t:{T}:events:{S}:retry:{G}``            stream  retries that are due, for group G only
+    ``t:{T}:sched:{S}:{G}``                   zset    retries waiting for their time (ms)
+    ``t:{T}:dedupe:{S}:{event_id}``           string  publish dedupe marker -> message id
+    ========================================  ======  =====================================
+    """
+
+    tenant_id: str
+
+    def __post_init__(self) -> None:
+        validate_tenant_id(self.tenant_id)
+
+    @property
+    def prefix(self) -> str:
+        return f"t:{self.tenant_id}:"
+
+    @property
+    def events_prefix(self) -> str:
+        return f"t:{self.tenant_id}:events:"
+
+    def stream(self, stream: str) -> str:
+        return f"t:{self.tenant_id}:events:{validate_stream(stream)}"
+
+    def dlq(self, stream: str) -> str:
+        return f"{self.stream(stream)}:dlq"
+
+    def retry_stream(self, stream: str, group: str) -> str:
+        return f"{self.stream(stream)}:retry:{validate_group(group)}"
+
+    def schedule(self, stream: str, group: str) -> str:
+        return f"t:{self.tenant_id}:sched:{validate_stream(stream)}:{validate_group(group)}"
+
+    def dedupe(self, stream: str, event_id: str) -> str:
+        return f"t:{self.tenant_id}:dedupe:{validate_stream(stream)}:{validate_event_id(event_id)}"
+
+    def stream_name_of(self, key: str) -> str | None:
+        """The stream name of a main stream key of this tenant, or None for other keys."""
+        if not key.startswith(self.events_prefix):
+            return None
+        rest = key[len(self.events_prefix) :]
+        return rest if _NAME_RE.fullmatch(rest) else None

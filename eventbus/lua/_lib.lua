@@ -1,0 +1,63 @@
+-- _lib.lua: helpers included (by the loader) into scripts that declare `-- @include _lib.lua`.
+-- Stream ids are "<ms>-<seq>"; both parts fit a Lua number for any real id.
+
+local function eb_parse_id(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  return tonumber(ms), tonumber(seq)
+end
+
+local function eb_id_lt(a, b)
+  local am, as = eb_parse_id(a)
+  local bm, bs = eb_parse_id(b)
+  return am < bm or (am == bm and as < bs)
+end
+
+local function eb_next_id(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  return ms .. '-' .. string.format('%d', tonumber(seq) + 1)
+end
+
+local function eb_now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- The lowest id that some group still needs: its first pending entry, or the first entry
+-- after its last-delivered-id. Entries below it are acknowledged by every group.
+-- Returns nil when the stream has no group.
+local function eb_safe_floor(key)
+  local floor = nil
+  for _, g in ipairs(redis.call('XINFO', 'GROUPS', key)) do
+    local name, last, pending
+    for i = 1, #g, 2 do
+      if g[i] == 'name' then name = g[i + 1]
+      elseif g[i] == 'last-delivered-id' then last = g[i + 1]
+      elseif g[i] == 'pending' then pending = g[i + 1] end
+    end
+    local bound = eb_next_id(last)
+    if pending > 0 then
+      local first = redis.call('XPENDING', key, name)[2]
+      if eb_id_lt(first, bound) then bound = first end
+    end
+    if floor == nil or eb_id_lt(bound, floor) then floor = bound end
+  end
+  return floor
+end
+
+-- Trim KEY down to MAXLEN entries (MAXLEN 0 = every acknowledged entry) but never past the
+-- safe floor: an unread or unacknowledged entry is kept, however long the stream gets.
+-- SLACK lets the stream grow a little past MAXLEN before any work is done (like `~`).
+-- Returns the number of entries removed.
+local function eb_safe_trim(key, maxlen, slack)
+  local len = redis.call('XLEN', key)
+  if len <= maxlen + slack then return 0 end
+  local floor = eb_safe_floor(key)
+  local victims
+  if floor == nil then
+    victims = redis.call('XRANGE', key, '-', '+', 'COUNT', len - maxlen)
+  else
+    victims = redis.call('XRANGE', key, '-', '(' .. floor, 'COUNT', len - maxlen)
+  end
+  if #victims == 0 then return 0 end
+  return redis.call('XTRIM', key, 'MINID', eb_next_id(victims[#victims][1]))
+end

@@ -1,0 +1,38 @@
+#!lua
+-- ack_and_dead_letter.lua: copy a delivery into the dead-letter stream, then acknowledge it.
+-- KEYS[1]  source    (stream)  the stream the entry was read from (main or retry stream)
+-- KEYS[2]  dlq       (stream)  t:{T}:events:{S}:dlq
+-- ARGV[1]  group     the consumer group
+-- ARGV[2]  id        message id in KEYS[1]
+-- ARGV[3]  consumer  the consumer that owns the delivery
+-- ARGV[4..] field, value, ...  dead-letter metadata (_dlq_* fields and _retry_count)
+-- The entry's own fields are copied byte for byte from the stream (so undecodable entries
+-- survive intact); reserved fields (_dlq_*, _retry_count) are replaced by the metadata, and
+-- _dlq_failed_at_ms is set from the server clock.
+-- Returns the DLQ message id; 0 when the entry is no longer pending for this consumer;
+-- -1 when it is pending but gone from the stream (it is acknowledged: nothing to keep).
+-- The XADD comes before the XACK, so a refused write leaves the entry pending.
+-- @include _lib.lua
+
+local owner = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
+if #owner == 0 or owner[1][2] ~= ARGV[3] then return 0 end
+local found = redis.call('XRANGE', KEYS[1], ARGV[2], ARGV[2])
+if #found == 0 then
+  redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+  return -1
+end
+local fields = {}
+local original = found[1][2]
+for i = 1, #original, 2 do
+  local name = original[i]
+  if string.sub(name, 1, 5) ~= '_dlq_' and name ~= '_retry_count' then
+    fields[#fields + 1] = name
+    fields[#fields + 1] = original[i + 1]
+  end
+end
+for i = 4, #ARGV do fields[#fields + 1] = ARGV[i] end
+fields[#fields + 1] = '_dlq_failed_at_ms'
+fields[#fields + 1] = tostring(eb_now_ms())
+local dlq_id = redis.call('XADD', KEYS[2], '*', unpack(fields))
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+return dlq_id

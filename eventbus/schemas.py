@@ -1,0 +1,233 @@
+"""Events: the AgentEvent model and its wire format (one flat string map per stream entry).
+
+Wire format (every value a UTF-8 string; see docs/wire-format.md):
+scalars as plain text, ``call_chain``/``context_refs``/``data`` as compact JSON,
+``timestamp`` as ISO 8601 with its UTC offset, ``correlation_id``/``parent_event_id``
+omitted when None. Field names starting with ``_`` are reserved for the bus.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from enum import Enum
+from typing import Any
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from eventbus.errors import DecodeError, UnsupportedVersion
+from eventbus.keys import validate_event_id, validate_tenant_id
+
+#: Schema major versions this code can read. A minor bump only adds optional fields.
+SUPPORTED_MAJOR_VERSIONS = frozenset({1})
+SCHEMA_VERSION = "1.0"
+RESERVED_PREFIX = "_"
+
+_JSON_FIELDS = ("call_chain", "context_refs", "data")
+_OPTIONAL_FIELDS = ("correlation_id", "parent_event_id")
+
+
+class EventPriority(str, Enum):
+    LOW = "low"
+    NORMAL = "normal"
+    HIGH = "high"
+    CRITICAL = "critical"
+
+
+class EventType(str, Enum):
+    TASK_ASSIGNED = "task_assigned"
+    TASK_COMPLETED = "task_completed"
+    TASK_FAILED = "task_failed"
+    HANDOFF_REQUEST = "handoff_request"
+    HANDOFF_VALIDATED = "handoff_validated"
+    HANDOFF_REJECTED = "handoff_rejected"
+    CONTEXT_UPDATED = "context_updated"
+    AGENT_REGISTERED = "agent_registered"
+    AGENT_HEALTH = "agent_health"
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+def major_version(version: str) -> int:
+    """The major number of a ``"MAJOR.MINOR"`` version string (ValueError if malformed)."""
+    major, dot, minor = version.partition(".")
+    if not (major.isdigit() and dot and minor.isdigit()):
+        raise ValueError(f"version must look like '1.0', got {version!r}")
+    return int(major)
+
+
+class AgentEvent(BaseModel):
+    """One event between agents: who sent it, through which chain, about what."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    event_id: str = Field(default_factory=lambda: str(uuid.uuid4()))
+    version: str = SCHEMA_VERSION
+    event_type: EventType
+    timestamp: AwareDatetime = Field(default_factory=_utcnow)
+    tenant_id: str
+    priority: EventPriority = EventPriority.NORMAL
+    source_agent_id: str = Field(min_length=1)
+    #: Agents the work passed through, oldest first; the source is one of them.
+    call_chain: list[str]
+    #: Small inline payload (JSON-serialisable). Put large context elsewhere and reference it.
+    data: dict[str, Any] = Field(default_factory=dict)
+    #: References (URIs, keys) to large context kept outside the bus.
+    context_refs: list[str] = Field(default_factory=list)
+    correlation_id: str | None = None
+    parent_event_id: str | None = None
+
+    @field_validator("event_id")
+    @classmethod
+    def _check_event_id(cls, v: str) -> str:
+        return validate_event_id(v)
+
+    @field_validator("tenant_id")
+    @classmethod
+    def _check_tenant(cls, v: str) -> str:
+        return validate_tenant_id(v)
+
+    @field_validator("version")
+    @classmethod
+    def _check_version(cls, v: str) -> str:
+        major = major_version(v)
+        if major not in SUPPORTED_MAJOR_VERSIONS:
+            raise ValueError(
+                f"unsupported schema version {v!r}: this code reads major "
+                f"version(s) {sorted(SUPPORTED_MAJOR_VERSIONS)}"
+            )
+        return v
+
+    @field_validator("call_chain")
+    @classmethod
+    def _check_chain(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("call_chain must not be empty")
+        if any(not agent for agent in v):
+            raise ValueError("call_chain must not contain empty agent ids")
+        return v
+
+    @field_validator("data")
+    @classmethod
+    def _check_data(cls, v: dict[str, Any]) -> dict[str, Any]:
+        try:
+            _dumps(v)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"data must be JSON-serialisable: {exc}") from exc
+        return v
+
+    @model_validator(mode="after")
+    def _source_in_chain(self) -> AgentEvent:
+        if self.source_agent_id not in self.call_chain:
+            raise ValueError(
+                f"source_agent_id {self.source_agent_id!r} must appear in "
+                f"call_chain {self.call_chain!r}"
+            )
+        return self
+
+    # -- wire format -------------------------------------------------------------------
+
+    def to_stream_dict(self) -> dict[str, str]:
+        """Encode as a flat ``{field: str}`` map, ready for XADD."""
+        out = {
+            "event_id": self.event_id,
+            "version": self.version,
+            "event_type": self.event_type.value,
+            "timestamp": self.timestamp.isoformat(),
+            "tenant_id": self.tenant_id,
+            "priority": self.priority.value,
+            "source_agent_id": self.source_agent_id,
+            "call_chain": _dumps(self.call_chain),
+            "data": _dumps(self.data),
+            "context_refs": _dumps(self.context_refs),
+        }
+        for name in _OPTIONAL_FIELDS:
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = value
+        return out
+
+    @classmethod
+    def from_stream_dict(cls, fields: Mapping[str | bytes, str | bytes]) -> AgentEvent:
+        """Decode a stream entry (``str`` or ``bytes`` keys and values).
+
+        Unknown fields (from a newer minor version) and reserved ``_`` fields are ignored.
+        Raises :class:`DecodeError` (or :class:`UnsupportedVersion`) naming what is wrong.
+        """
+        decoded = _decode_fields(fields)
+        version = decoded.get("version")
+        if version is None:
+            raise DecodeError("missing field 'version'")
+        try:
+            major = major_version(version)
+        except ValueError as exc:
+            raise DecodeError(str(exc)) from exc
+        if major not in SUPPORTED_MAJOR_VERSIONS:
+            raise UnsupportedVersion(
+                f"unsupported schema version {version!r} (event_id="
+                f"{decoded.get('event_id')!r}); this code reads major version(s) "
+                f"{sorted(SUPPORTED_MAJOR_VERSIONS)}"
+            )
+        values: dict[str, Any] = {}
+        for name in cls.model_fields:
+            if name in decoded:
+                values[name] = decoded[name]
+        for name in _JSON_FIELDS:
+            if name in values:
+                try:
+                    values[name] = json.loads(values[name])
+                except ValueError as exc:
+                    raise DecodeError(f"field {name!r} is not valid JSON: {exc}") from exc
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            raise DecodeError(_describe(exc)) from exc
+
+
+def _decode_fields(fields: Mapping[str | bytes, str | bytes]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for key, value in fields.items():
+        try:
+            k = key.decode() if isinstance(key, bytes) else key
+            v = value.decode() if isinstance(value, bytes) else value
+        except UnicodeDecodeError as exc:
+            raise DecodeError(f"field {key!r} is not valid UTF-8: {exc}") from exc
+        if not isinstance(k, str) or not isinstance(v, str):
+            raise DecodeError(f"field {key!r} must be str or bytes, got {type(value).__name__}")
+        out[k] = v
+    return out
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "event"
+        parts.append(f"{loc}: {err['msg']}")
+    return "invalid event: " + "; ".join(parts)
+
+
+def json_schema() -> dict[str, Any]:
+    """JSON Schema of the AgentEvent model (the decoded form, before wire encoding)."""
+    return AgentEvent.model_json_schema()
+
+
+if __name__ == "__main__":  # python -m eventbus.schemas > docs/agent-event.schema.json
+    import sys
+
+    sys.stdout.write(json.dumps(json_schema(), indent=2, sort_keys=True) + "\n")

@@ -1,0 +1,132 @@
+"""Atomic transitions: loads the Lua files next to this module, one typed wrapper each.
+
+Each wrapper owns its script's KEYS/ARGV order (documented in the .lua file's header).
+Scripts run with EVALSHA through redis-py's ``Script`` (reloaded after a server restart).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from importlib import resources
+from typing import Any
+
+import redis
+from redis.commands.core import Script
+
+_INCLUDE = "-- @include "
+
+
+def load_source(name: str) -> str:
+    """The source of ``eventbus/lua/<name>``, with ``-- @include`` lines expanded."""
+    text = resources.files("eventbus").joinpath("lua", name).read_text(encoding="utf-8")
+    lines = []
+    for line in text.splitlines():
+        if line.startswith(_INCLUDE):
+            lines.append(load_source(line[len(_INCLUDE) :].strip()))
+        else:
+            lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class Scripts:
+    """The bus's Lua scripts, registered on one client."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._client = client
+        self._publish = client.register_script(load_source("publish.lua"))
+        self._ack_and_retry = client.register_script(load_source("ack_and_retry.lua"))
+        self._promote_due = client.register_script(load_source("promote_due.lua"))
+        self._ack_and_dead_letter = client.register_script(load_source("ack_and_dead_letter.lua"))
+        self._replay = client.register_script(load_source("replay.lua"))
+        self._reclaim = client.register_script(load_source("reclaim.lua"))
+
+    @staticmethod
+    def _call(script: Script, keys: Sequence[str], args: Sequence[Any], client: Any) -> Any:
+        return script(keys=list(keys), args=list(args), client=client)
+
+    def publish(
+        self,
+        stream_key: str,
+        marker_key: str,
+        fields: dict[str, str],
+        *,
+        dedupe_ttl_ms: int,
+        maxlen: int,
+        slack: int,
+        client: Any = None,
+    ) -> Any:
+        """Returns ``[message_id, written]`` (or queues it on a pipeline ``client``)."""
+        args: list[Any] = [dedupe_ttl_ms, maxlen, slack]
+        for k, v in fields.items():
+            args += (k, v)
+        return self._call(self._publish, (stream_key, marker_key), args, client)
+
+    @staticmethod
+    def parse_publish(reply: Any) -> tuple[str, bool]:
+        return _s(reply[0]), int(reply[1]) == 1
+
+    def ack_and_retry(
+        self,
+        source_key: str,
+        schedule_key: str,
+        *,
+        group: str,
+        message_id: str,
+        consumer: str,
+        delay_ms: int,
+        retry_count: int,
+    ) -> int:
+        """Schedule a retry and ack; returns the due time (ms), 0 (not ours) or -1 (gone)."""
+        args = [group, message_id, consumer, delay_ms, retry_count]
+        return int(self._call(self._ack_and_retry, (source_key, schedule_key), args, None))
+
+    def promote_due(self, schedule_key: str, retry_stream_key: str, limit: int) -> tuple[int, int]:
+        """Move due retries; returns (moved, ms until the next one is due or -1)."""
+        moved, wait_ms = self._call(
+            self._promote_due, (schedule_key, retry_stream_key), [limit], None
+        )
+        return int(moved), int(wait_ms)
+
+    def ack_and_dead_letter(
+        self,
+        source_key: str,
+        dlq_key: str,
+        *,
+        group: str,
+        message_id: str,
+        consumer: str,
+        metadata: dict[str, str],
+    ) -> str | int:
+        """Copy to the DLQ and ack; returns the DLQ id, 0 (not ours) or -1 (entry gone)."""
+        args: list[Any] = [group, message_id, consumer]
+        for k, v in metadata.items():
+            args += (k, v)
+        reply = self._call(self._ack_and_dead_letter, (source_key, dlq_key), args, None)
+        return reply if isinstance(reply, int) else _s(reply)
+
+    def replay(self, dlq_key: str, target_key: str, dlq_id: str) -> str | None:
+        reply = self._call(self._replay, (dlq_key, target_key), [dlq_id], None)
+        return None if reply is None else _s(reply)
+
+    def reclaim(
+        self,
+        stream_key: str,
+        *,
+        group: str,
+        consumer: str,
+        min_idle_ms: int,
+        start: str,
+        count: int,
+    ) -> tuple[str, list[tuple[str, int]], list[str]]:
+        """XAUTOCLAIM JUSTID with delivery counts: (next_start, [(id, count)], deleted ids)."""
+        nxt, claimed, deleted = self._call(
+            self._reclaim,
+            (stream_key,),
+            [group, consumer, min_idle_ms, start, count],
+            None,
+        )
+        return _s(nxt), [(_s(i), int(n)) for i, n in claimed], [_s(d) for d in deleted]

@@ -1,0 +1,50 @@
+"""Shared fixtures: a private redis-server for the session (never the user's Redis)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+import redis
+
+from eventbus import DeadLetterQueue, TenantEventBus
+from eventbus.localredis import LocalRedis
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[LocalRedis]:
+    with LocalRedis() as server:
+        yield server
+
+
+@pytest.fixture
+def r(redis_server: LocalRedis) -> Iterator[redis.Redis]:
+    client = redis_server.client()
+    client.flushall()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def bus(r: redis.Redis) -> TenantEventBus:
+    return TenantEventBus(r, "acme")
+
+
+@pytest.fixture
+def dlq(r: redis.Redis) -> DeadLetterQueue:
+    return DeadLetterQueue(r, "acme")
+
+
+def wait_for(
+    condition: Callable[[], object], timeout_s: float = 10.0, interval_s: float = 0.01
+) -> object:
+    """Poll ``condition`` until it is truthy; fail the test after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout_s}s: {condition}")
+        time.sleep(interval_s)
