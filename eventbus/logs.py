@@ -1,0 +1,43 @@
+"""Logging set-up: structlog, JSON lines in services, a console renderer on a TTY.
+
+Call :func:`configure_logging` once per process (again in each child after a fork or
+spawn). The library itself only asks for loggers; it never configures anything.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Literal
+
+import structlog
+
+Format = Literal["auto", "json", "console"]
+LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+def configure_logging(level: str = "info", fmt: Format = "auto") -> None:
+    """JSON lines (``fmt="json"``), a colour console (``"console"``), or ``"auto"``:
+    console when stderr is a TTY, JSON otherwise. Logs go to stderr."""
+    if level.lower() not in LEVELS:
+        raise ValueError(f"log level must be one of {', '.join(LEVELS)}, got {level!r}")
+    if fmt not in ("auto", "json", "console"):
+        raise ValueError(f"log format must be auto, json or console, got {fmt!r}")
+    use_console = fmt == "console" or (fmt == "auto" and sys.stderr.isatty())
+    renderer: structlog.typing.Processor = (
+        structlog.dev.ConsoleRenderer() if use_console else structlog.processors.JSONRenderer()
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.getLevelName(level.upper())
+        ),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )
