@@ -139,6 +139,8 @@ class TenantEventBus:
             reply = self.scripts.publish(
                 stream_key,
                 marker,
+                self.keys.registry(),
+                stream,
                 fields,
                 dedupe_ttl_ms=int(st.dedupe_window_s * 1000),
                 maxlen=st.maxlen,
@@ -175,6 +177,8 @@ class TenantEventBus:
                 self.scripts.publish(
                     stream_key,
                     marker,
+                    self.keys.registry(),
+                    stream,
                     fields,
                     dedupe_ttl_ms=int(st.dedupe_window_s * 1000),
                     maxlen=st.maxlen,
@@ -307,14 +311,10 @@ class TenantEventBus:
         ]
 
     def streams(self) -> list[str]:
-        """Names of this tenant's streams (SCAN over the tenant's prefix; for operators)."""
-        names: set[str] = set()
+        """Names of this tenant's streams (from the registry set; no SCAN needed)."""
         with translated("list streams"):
-            for key in self.redis.scan_iter(match=f"{self.keys.events_prefix}*", _type="stream"):
-                name = self.keys.stream_name_of(s(key))
-                if name is not None:
-                    names.add(name)
-        return sorted(names)
+            names = self.redis.smembers(self.keys.registry())
+        return sorted(s(n) for n in names)
 
 
 def _iter_entries(reply: Any) -> Iterable[RawEntry]:

@@ -71,6 +71,7 @@ class TenantKeys:
     ``t:{T}:events:{S}:retry:{G}``            stream  retries that are due, for group G only
     ``t:{T}:sched:{S}:{G}``                   zset    retries waiting for their time (ms)
     ``t:{T}:dedupe:{S}:{event_id}``           string  publish dedupe marker -> message id
+    ``t:{T}:streams``                         set     names of the tenant's streams
     ========================================  ======  =====================================
     """
 
@@ -101,6 +102,10 @@ class TenantKeys:
 
     def dedupe(self, stream: str, event_id: str) -> str:
         return f"t:{self.tenant_id}:dedupe:{validate_stream(stream)}:{validate_event_id(event_id)}"
+
+    def registry(self) -> str:
+        """The set of stream names, so operators can list streams without SCAN."""
+        return f"t:{self.tenant_id}:streams"
 
     def stream_name_of(self, key: str) -> str | None:
         """The stream name of a main stream key of this tenant, or None for other keys."""

@@ -52,6 +52,8 @@ class Scripts:
         self,
         stream_key: str,
         marker_key: str,
+        registry_key: str,
+        stream: str,
         fields: dict[str, str],
         *,
         dedupe_ttl_ms: int,
@@ -60,10 +62,10 @@ class Scripts:
         client: Any = None,
     ) -> Any:
         """Returns ``[message_id, written]`` (or queues it on a pipeline ``client``)."""
-        args: list[Any] = [dedupe_ttl_ms, maxlen, slack]
+        args: list[Any] = [dedupe_ttl_ms, maxlen, slack, stream]
         for k, v in fields.items():
             args += (k, v)
-        return self._call(self._publish, (stream_key, marker_key), args, client)
+        return self._call(self._publish, (stream_key, marker_key, registry_key), args, client)
 
     @staticmethod
     def parse_publish(reply: Any) -> tuple[str, bool]:
