@@ -28,7 +28,7 @@ from eventbus.dlq import (
     dead_letter_metadata,
 )
 from eventbus.errors import DecodeError, TenantMismatch
-from eventbus.handler import Handler, HandlerContext
+from eventbus.handler import DeliveryObserver, Handler, HandlerContext
 from eventbus.heartbeat import Heartbeat
 from eventbus.keys import validate_consumer, validate_group, validate_stream
 from eventbus.redis_io import TRANSIENT, error_text, is_nogroup
@@ -79,6 +79,7 @@ class EventConsumer:
         retry_delays: Sequence[float] | None = None,
         policy: RetryPolicy | None = None,
         settings: ConsumerSettings | None = None,
+        observers: Sequence[DeliveryObserver] = (),
     ) -> None:
         self.bus = bus
         self.stream = validate_stream(stream)
@@ -115,6 +116,7 @@ class EventConsumer:
         self._acks: dict[str, list[str]] = {}
         self._acks_since = 0.0
         self._heartbeat = Heartbeat(self._r, group, consumer_name, self.settings.heartbeat_s)
+        self._observers: tuple[DeliveryObserver, ...] = (self._heartbeat, *observers)
         self._reconnect_wait = wait_exponential_jitter(
             initial=0.1, max=self.settings.reconnect_max_wait_s
         )
@@ -183,9 +185,12 @@ class EventConsumer:
         if now >= self._next_promote:
             self._promote()
         if now >= self._next_reclaim:
+            # Also picks up entries a pool's reclaimer assigned to this consumer by name.
             self._next_reclaim = now + self.settings.reclaim_interval_s
-            if self.reclaim_abandoned(self.settings.reclaim_idle_ms):
-                return self._handle_own_pending(handler)
+            self.reclaim_abandoned(self.settings.reclaim_idle_ms)
+            done = self._handle_own_pending(handler)
+            if done:
+                return done
         block = self.settings.block_ms if block_ms is None else block_ms
         until_promote_ms = int((self._next_promote - time.monotonic()) * 1000)
         block = max(1, min(block, until_promote_ms))
@@ -367,14 +372,18 @@ class EventConsumer:
                 log=self._event_log(entry, event, retry_count),
             )
 
-        self._heartbeat.claim(entry.key, entry.message_id)
+        for observer in self._observers:
+            observer.started(entry.key, entry.message_id, retry_count)
         try:
             handlers.call(handler, event, context)
         except Exception as exc:  # a failed attempt; BaseException (exit) leaves it pending
-            self._heartbeat.release()
+            self._finished()
             self._on_failure(entry, event, retry_count, exc)
             return
-        self._heartbeat.release()
+        except BaseException:
+            self._finished()
+            raise
+        self._finished()
         if not self._acks:
             self._acks_since = time.monotonic()
         self._acks.setdefault(entry.key, []).append(entry.message_id)
@@ -386,6 +395,10 @@ class EventConsumer:
             attempt=retry_count + 1,
             message_id=entry.message_id,
         )
+
+    def _finished(self) -> None:
+        for observer in self._observers:
+            observer.finished()
 
     def _event_log(self, entry: RawEntry, event: AgentEvent, retry_count: int) -> Any:
         return self.log.bind(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from eventbus.schemas import AgentEvent
 
@@ -30,6 +30,15 @@ class HandlerContext:
     retry_count: int
     #: A structlog logger bound with tenant, stream, group, consumer, event_id, attempt...
     log: Any
+
+
+class DeliveryObserver(Protocol):
+    """Told when a handler call starts and ends (the heartbeat, a pool's hung-handler
+    watch). Called in the consumer's thread; must be quick and must not raise."""
+
+    def started(self, key: str, message_id: str, retry_count: int) -> None: ...
+
+    def finished(self) -> None: ...
 
 
 def wants_context(fn: F) -> F:

@@ -29,6 +29,12 @@ class Heartbeat:
         self._thread: threading.Thread | None = None
         self.beats = 0
 
+    def started(self, key: str, message_id: str, retry_count: int) -> None:
+        self.claim(key, message_id)
+
+    def finished(self) -> None:
+        self.release()
+
     def claim(self, key: str, message_id: str) -> None:
         with self._lock:
             self._current = (key, message_id)
