@@ -21,16 +21,15 @@ from eventbus import handler as handlers
 from eventbus.bus import RawEntry, TenantEventBus
 from eventbus.dlq import (
     REASON_DECODE_ERROR,
-    REASON_HANDLER_FAILED,
     REASON_MAX_DELIVERIES,
     REASON_TOO_LARGE,
     DeadLetterQueue,
-    dead_letter_metadata,
 )
 from eventbus.errors import DecodeError, TenantMismatch
 from eventbus.handler import DeliveryObserver, Handler, HandlerContext
 from eventbus.heartbeat import Heartbeat
 from eventbus.keys import validate_consumer, validate_group, validate_stream
+from eventbus.outcomes import Outcome, Outcomes
 from eventbus.redis_io import TRANSIENT, error_text, is_nogroup
 from eventbus.retry import MAX_RETRIES, RETRY_DELAYS, FailureInfo, RetryPolicy
 from eventbus.schemas import AgentEvent
@@ -102,9 +101,9 @@ class EventConsumer:
         self._main = keys.stream(stream)
         self._retry = keys.retry_stream(stream, group)
         self._schedule = keys.schedule(stream, group)
-        self._dlq_key = keys.dlq(stream)
         self._r = bus.redis
         self._scripts = bus.scripts
+        self.outcomes = Outcomes(bus, stream, group)
         self.log = structlog.get_logger("eventbus.consumer").bind(
             tenant=bus.tenant_id, stream=stream, group=group, consumer=consumer_name
         )
@@ -412,38 +411,24 @@ class EventConsumer:
         self, entry: RawEntry, event: AgentEvent, retry_count: int, exc: Exception
     ) -> None:
         self.stats["failed"] += 1
-        log = self._event_log(entry, event, retry_count)
-        decision = self.policy.decide(retry_count, exc)
-        failure = FailureInfo.from_exception(exc)
-        if decision.action == "dead_letter":
-            self._dead_letter(entry, REASON_HANDLER_FAILED, retry_count, failure, log)
-            return
-        delay_ms = int(decision.delay_s * 1000)
-        try:
-            due = self._scripts.ack_and_retry(
-                entry.key,
-                self._schedule,
-                group=self.group,
-                message_id=entry.message_id,
-                consumer=self.consumer_name,
-                delay_ms=delay_ms,
-                retry_count=decision.retry_count,
-            )
-        except redis.RedisError as err:
-            log.error("retry_schedule_failed", error=error_text(err), left_pending=True)
-            return
-        if due <= 0:
-            log.warning("outcome_skipped", reason="no longer pending on this consumer")
-            return
-        self.stats["retried"] += 1
-        self._next_promote = min(self._next_promote, time.monotonic() + delay_ms / 1000)
-        log.warning(
-            "retry_scheduled",
-            delay_s=decision.delay_s,
-            next_attempt=decision.retry_count + 1,
-            error=failure.message,
-            error_type=failure.error_type,
+        outcome = self.outcomes.fail(
+            entry.key,
+            entry.message_id,
+            self.consumer_name,
+            retry_count=retry_count,
+            failure=FailureInfo.from_exception(exc),
+            policy=self.policy,
+            log=self._event_log(entry, event, retry_count),
+            error=exc,
         )
+        self._count(outcome)
+        if outcome.result == "retried":
+            wake = time.monotonic() + outcome.delay_s
+            self._next_promote = min(self._next_promote, wake)
+
+    def _count(self, outcome: Outcome) -> None:
+        if outcome.result in ("retried", "dead_lettered"):
+            self.stats[outcome.result] += 1
 
     # -- dead letters --------------------------------------------------------------------
 
@@ -461,49 +446,18 @@ class EventConsumer:
         )
 
     def _dead_letter(
-        self,
-        entry: RawEntry,
-        reason: str,
-        retry_count: int,
-        failure: FailureInfo,
-        log: Any = None,
+        self, entry: RawEntry, reason: str, retry_count: int, failure: FailureInfo
     ) -> None:
-        log = log or self.log.bind(message_id=entry.message_id)
-        meta = dead_letter_metadata(
+        outcome = self.outcomes.dead_letter(
+            entry.key,
+            entry.message_id,
+            self.consumer_name,
             reason=reason,
-            original_stream=self.stream,
-            message_id=entry.message_id,
             retry_count=retry_count,
             failure=failure,
-            group=self.group,
-            consumer=self.consumer_name,
+            log=self.log.bind(message_id=entry.message_id),
         )
-        try:
-            result = self._scripts.ack_and_dead_letter(
-                entry.key,
-                self._dlq_key,
-                group=self.group,
-                message_id=entry.message_id,
-                consumer=self.consumer_name,
-                metadata=meta,
-            )
-        except redis.RedisError as err:
-            log.error("dead_letter_failed", reason=reason, error=error_text(err), left_pending=True)
-            return
-        if result == 0:
-            log.warning("outcome_skipped", reason="no longer pending on this consumer")
-        elif result == -1:
-            log.warning("dead_letter_entry_gone", reason=reason)
-        else:
-            self.stats["dead_lettered"] += 1
-            log.error(
-                "dead_lettered",
-                reason=reason,
-                dlq_id=result,
-                retry_count=retry_count,
-                error_type=failure.error_type,
-                error=failure.message,
-            )
+        self._count(outcome)
 
     # -- acks and reconnects -------------------------------------------------------------
 
