@@ -25,7 +25,7 @@ from eventbus.dlq import (
     REASON_TOO_LARGE,
     DeadLetterQueue,
 )
-from eventbus.errors import DecodeError, TenantMismatch
+from eventbus.errors import DecodeError, EventBusError, TenantMismatch
 from eventbus.handler import DeliveryObserver, Handler, HandlerContext
 from eventbus.heartbeat import Heartbeat
 from eventbus.keys import validate_consumer, validate_group, validate_stream
@@ -149,14 +149,16 @@ class EventConsumer:
             while not self._stop.is_set():
                 try:
                     self.process_batch(handler)
-                except TRANSIENT as exc:
-                    failures += 1
+                except redis.ResponseError as exc:
+                    if is_nogroup(exc):
+                        self._recreate_groups(exc)
+                        continue
+                    failures += 1  # refused (OOM, READONLY...): back off, never crash
                     self._wait_for_redis(exc, failures)
                     continue
-                except redis.ResponseError as exc:
-                    if not is_nogroup(exc):
-                        raise
-                    self._recreate_groups(exc)
+                except (*TRANSIENT, EventBusError) as exc:
+                    failures += 1
+                    self._wait_for_redis(exc, failures)
                     continue
                 if failures:
                     self.log.info("redis_reconnected", failed_attempts=failures)

@@ -7,6 +7,7 @@ out durably in Redis (see ``ack_and_retry.lua``).
 
 from __future__ import annotations
 
+import math
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -47,6 +48,13 @@ class FailureInfo:
         return cls(type(exc).__name__, str(exc), tb[-TRACEBACK_MAX_CHARS:])
 
 
+def _is_delay(value: object) -> bool:
+    """A usable delay in seconds: a finite number >= 0 (NaN or inf would break scheduling)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return math.isfinite(value) and value >= 0
+
+
 class RetryPolicy:
     """Decides retry vs dead-letter with tenacity strategies.
 
@@ -64,14 +72,16 @@ class RetryPolicy:
         wait: wait_base | None = None,
         stop: stop_base | None = None,
     ) -> None:
-        if not isinstance(max_retries, int) or max_retries < 0:
+        if not isinstance(max_retries, int) or isinstance(max_retries, bool) or max_retries < 0:
             raise ValueError(f"max_retries must be an integer >= 0, got {max_retries!r}")
         if wait is not None and delays is not None:
             raise ValueError("give either delays or wait, not both")
         if wait is None:
             delays = RETRY_DELAYS if delays is None else tuple(delays)
-            if not delays or any(not isinstance(d, (int, float)) or d < 0 for d in delays):
-                raise ValueError(f"retry delays must be non-empty and >= 0, got {delays!r}")
+            if not delays or not all(_is_delay(d) for d in delays):
+                raise ValueError(
+                    f"retry delays must be non-empty, finite and >= 0, got {delays!r}"
+                )
             wait = wait_chain(*(wait_fixed(d) for d in delays))
         self.max_retries = max_retries
         self.wait = wait

@@ -43,6 +43,10 @@ class Scripts:
         self._ack_and_dead_letter = client.register_script(load_source("ack_and_dead_letter.lua"))
         self._replay = client.register_script(load_source("replay.lua"))
         self._reclaim = client.register_script(load_source("reclaim.lua"))
+        self._trim_acked = client.register_script(load_source("trim_acked.lua"))
+        self._delete_idle_consumer = client.register_script(
+            load_source("delete_idle_consumer.lua")
+        )
 
     @staticmethod
     def _call(script: Script, keys: Sequence[str], args: Sequence[Any], client: Any) -> Any:
@@ -132,3 +136,16 @@ class Scripts:
             None,
         )
         return _s(nxt), [(_s(i), int(n)) for i, n in claimed], [_s(d) for d in deleted]
+
+    def trim_acked(self, stream_key: str, maxlen: int) -> int:
+        """Trim acknowledged history to about ``maxlen``; returns entries removed."""
+        return int(self._call(self._trim_acked, (stream_key,), [maxlen], None))
+
+    def delete_idle_consumer(
+        self, stream_key: str, *, group: str, consumer: str, min_idle_ms: int
+    ) -> bool:
+        """Remove ``consumer`` if it has nothing pending and is idle; True if removed."""
+        reply = self._call(
+            self._delete_idle_consumer, (stream_key,), [group, consumer, min_idle_ms], None
+        )
+        return int(reply) == 1
