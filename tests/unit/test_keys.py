@@ -1,0 +1,173 @@
+"""The key factory and name validators: tenant isolation lives here (no Redis)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
+
+from eventbus.errors import EventBusError, InvalidName
+from eventbus.keys import (
+    TenantKeys,
+    validate_consumer,
+    validate_event_id,
+    validate_group,
+    validate_stream,
+    validate_tenant_id,
+)
+
+NAME_VALIDATORS: dict[str, tuple[Callable[[object], str], int]] = {
+    "tenant id": (validate_tenant_id, 64),
+    "stream name": (validate_stream, 128),
+    "group name": (validate_group, 64),
+    "consumer name": (validate_consumer, 64),
+}
+SAFE = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-."
+BAD_NAMES = [":", "a:b", "*", "a*", "{", "a{b}", "}", " ", "a b", "", ".", "..", "../x", "a/b"]
+
+
+def test_keys_of_a_tenant_follow_the_catalogue() -> None:
+    keys = TenantKeys("acme")
+
+    assert keys.prefix == "t:acme:"
+    assert keys.stream("tasks") == "t:acme:events:tasks"
+    assert keys.dlq("tasks") == "t:acme:events:tasks:dlq"
+    assert keys.retry_stream("tasks", "billing") == "t:acme:events:tasks:retry:billing"
+    assert keys.schedule("tasks", "billing") == "t:acme:sched:tasks:billing"
+    assert keys.dedupe("tasks", "evt-1") == "t:acme:dedupe:tasks:evt-1"
+
+
+def test_stream_name_of_recognises_only_main_stream_keys_of_the_tenant() -> None:
+    keys = TenantKeys("acme")
+
+    assert keys.stream_name_of("t:acme:events:tasks") == "tasks"
+    assert keys.stream_name_of("t:acme:events:tasks:dlq") is None
+    assert keys.stream_name_of("t:acme:events:tasks:retry:g") is None
+    assert keys.stream_name_of("t:other:events:tasks") is None
+
+
+def test_names_at_the_length_limit_are_accepted() -> None:
+    for kind, (validate, limit) in NAME_VALIDATORS.items():
+        assert validate("x" * limit) == "x" * limit, kind
+    assert validate_event_id("e" * 128) == "e" * 128
+
+
+@pytest.mark.parametrize("kind", list(NAME_VALIDATORS))
+@pytest.mark.parametrize("bad", BAD_NAMES)
+def test_validators_reject_unsafe_names_with_invalid_name(kind: str, bad: str) -> None:
+    validate, _ = NAME_VALIDATORS[kind]
+
+    with pytest.raises(InvalidName) as info:
+        validate(bad)
+
+    assert repr(bad) in str(info.value)
+    assert kind in str(info.value)
+
+
+@pytest.mark.parametrize("kind", list(NAME_VALIDATORS))
+def test_validators_reject_names_over_the_limit(kind: str) -> None:
+    validate, limit = NAME_VALIDATORS[kind]
+    too_long = "x" * (limit + 1)
+
+    with pytest.raises(InvalidName, match=f"1 to {limit} characters") as info:
+        validate(too_long)
+
+    assert too_long in str(info.value)
+
+
+@pytest.mark.parametrize("kind", list(NAME_VALIDATORS))
+@pytest.mark.parametrize("value", [None, 42, b"acme", ["acme"]])
+def test_validators_reject_non_strings(kind: str, value: object) -> None:
+    validate, _ = NAME_VALIDATORS[kind]
+
+    with pytest.raises(InvalidName, match="must be a string") as info:
+        validate(value)
+
+    assert repr(value) in str(info.value)
+
+
+@pytest.mark.parametrize("bad", ["", "has space", "tab\there", "é", "x" * 129, "new\nline"])
+def test_event_id_must_be_printable_ascii_without_spaces(bad: str) -> None:
+    with pytest.raises(InvalidName) as info:
+        validate_event_id(bad)
+    assert repr(bad) in str(info.value)
+
+
+def test_event_ids_may_contain_colons_and_uuid_shapes() -> None:
+    assert validate_event_id("order-42:attempt-1") == "order-42:attempt-1"
+    assert validate_event_id("01HZX3B4F7Q9Z6ZC0K8M2V1N0P") == "01HZX3B4F7Q9Z6ZC0K8M2V1N0P"
+
+
+def test_invalid_name_is_both_a_value_error_and_a_bus_error() -> None:
+    assert issubclass(InvalidName, ValueError)
+    assert issubclass(InvalidName, EventBusError)
+
+
+def test_key_factory_validates_every_name_it_formats() -> None:
+    with pytest.raises(InvalidName):
+        TenantKeys("a:b")
+    keys = TenantKeys("acme")
+    with pytest.raises(InvalidName):
+        keys.stream("tasks:dlq")
+    with pytest.raises(InvalidName):
+        keys.retry_stream("tasks", "g*")
+    with pytest.raises(InvalidName):
+        keys.schedule("tasks", "{g}")
+    with pytest.raises(InvalidName):
+        keys.dedupe("tasks", "not an id")
+
+
+# -- properties -----------------------------------------------------------------------
+
+_valid = st.from_regex(r"[A-Za-z0-9_.\-]{1,64}", fullmatch=True)
+# Mostly valid names, some with unsafe characters: both sides of the validator get drawn.
+_names = _valid | st.text(st.sampled_from("ab_-.:*{} Z9/"), min_size=0, max_size=6)
+
+
+def _accepted(validate: Callable[[object], str], value: str) -> bool:
+    try:
+        validate(value)
+    except InvalidName:
+        return False
+    return True
+
+
+@given(tenant=_names, stream=_names, group=_names)
+def test_every_accepted_name_yields_keys_inside_the_tenant_prefix(
+    tenant: str, stream: str, group: str
+) -> None:
+    assume(_accepted(validate_tenant_id, tenant) and _accepted(validate_stream, stream))
+    keys = TenantKeys(tenant)
+    made = [keys.stream(stream), keys.dlq(stream), keys.dedupe(stream, "e-1")]
+    if _accepted(validate_group, group):
+        made += [keys.retry_stream(stream, group), keys.schedule(stream, group)]
+
+    for key in made:
+        assert key.startswith(f"t:{tenant}:")
+        assert key.split(":")[1] == tenant  # the tenant segment cannot be escaped
+        assert not set(key) & set("*{} ")
+
+
+@given(a=st.tuples(_names, _names), b=st.tuples(_names, _names))
+def test_different_tenant_stream_pairs_never_share_a_stream_key(
+    a: tuple[str, str], b: tuple[str, str]
+) -> None:
+    def key_of(pair: tuple[str, str]) -> str | None:
+        tenant, stream = pair
+        if not (_accepted(validate_tenant_id, tenant) and _accepted(validate_stream, stream)):
+            return None
+        return TenantKeys(tenant).stream(stream)
+
+    ka, kb = key_of(a), key_of(b)
+    assume(ka is not None and kb is not None and a != b)
+    assert ka != kb
+    assert TenantKeys(a[0]).dlq(a[1]) != TenantKeys(b[0]).dlq(b[1])
+
+
+@given(name=_names)
+def test_a_name_is_accepted_exactly_when_it_uses_only_safe_characters(name: str) -> None:
+    safe = 1 <= len(name) <= 64 and set(name) <= set(SAFE) and name not in {".", ".."}
+
+    assert _accepted(validate_tenant_id, name) is safe

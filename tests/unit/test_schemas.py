@@ -1,0 +1,268 @@
+"""AgentEvent: validation, the flat wire format and its exact round trip (no Redis)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from eventbus.errors import DecodeError, UnsupportedVersion
+from eventbus.schemas import AgentEvent, EventPriority, EventType, json_schema
+
+SCHEMA_FILE = Path(__file__).resolve().parents[2] / "docs" / "agent-event.schema.json"
+
+
+def make(**overrides: Any) -> AgentEvent:
+    values: dict[str, Any] = {
+        "event_type": EventType.TASK_ASSIGNED,
+        "tenant_id": "acme",
+        "source_agent_id": "planner",
+        "call_chain": ["user", "planner"],
+    }
+    values.update(overrides)
+    return AgentEvent(**values)
+
+
+def wire(**overrides: Any) -> dict[str, str]:
+    fields = make().to_stream_dict()
+    fields.update(overrides)
+    return fields
+
+
+# -- creating and validating ----------------------------------------------------------
+
+
+def test_create_fills_defaults_and_keeps_given_values() -> None:
+    event = make(data={"task": "summarise"}, priority="high")
+
+    assert event.version == "1.0"
+    assert event.priority is EventPriority.HIGH
+    assert event.event_type is EventType.TASK_ASSIGNED
+    assert event.timestamp.tzinfo is not None
+    assert event.data == {"task": "summarise"}
+    assert event.context_refs == []
+    assert event.correlation_id is None and event.parent_event_id is None
+    assert len(event.event_id) == 36  # a uuid4 string
+
+
+def test_two_events_get_distinct_event_ids() -> None:
+    assert make().event_id != make().event_id
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field", "hint"),
+    [
+        ({"call_chain": []}, "call_chain", "must not be empty"),
+        ({"call_chain": ["user", ""], "source_agent_id": "user"}, "call_chain", "empty agent"),
+        ({"source_agent_id": "intruder"}, "", "must appear in call_chain"),
+        ({"source_agent_id": ""}, "source_agent_id", "at least 1 character"),
+        ({"tenant_id": "a:b"}, "tenant_id", "'a:b'"),
+        ({"tenant_id": "*"}, "tenant_id", "'*'"),
+        ({"tenant_id": ""}, "tenant_id", "''"),
+        ({"tenant_id": "x" * 65}, "tenant_id", "1 to 64 characters"),
+        ({"timestamp": datetime(2024, 1, 1, 12, 0)}, "timestamp", "timezone"),
+        ({"data": {"tags": {"a", "b"}}}, "data", "JSON-serialisable"),
+        ({"data": {"score": float("nan")}}, "data", "JSON-serialisable"),
+        ({"data": {"score": float("inf")}}, "data", "JSON-serialisable"),
+        ({"event_type": "nope"}, "event_type", "task_assigned"),
+        ({"priority": "urgent"}, "priority", "critical"),
+        ({"version": "2.0"}, "version", "unsupported schema version '2.0'"),
+        ({"version": "one"}, "version", "must look like '1.0'"),
+        ({"event_id": "has space"}, "event_id", "'has space'"),
+        ({"unknown": 1}, "unknown", "Extra inputs are not permitted"),
+    ],
+)
+def test_invalid_event_raises_validation_error_naming_the_problem(
+    overrides: dict[str, Any], field: str, hint: str
+) -> None:
+    with pytest.raises(ValidationError) as info:
+        make(**overrides)
+
+    errors = info.value.errors()
+    assert len(errors) == 1
+    assert ".".join(str(p) for p in errors[0]["loc"]) == field
+    assert hint in str(info.value)
+
+
+def test_assignment_is_validated_too() -> None:
+    event = make()
+    with pytest.raises(ValidationError, match="tenant_id"):
+        event.tenant_id = "other:tenant"
+    assert event.tenant_id == "acme"
+
+
+# -- the wire format ------------------------------------------------------------------
+
+
+def test_to_stream_dict_gives_only_str_values_with_json_fields() -> None:
+    event = make(
+        data={"n": 1, "nested": {"ok": True, "list": [1.5, None]}},
+        context_refs=["s3://bucket/ctx.json"],
+        correlation_id="corr-1",
+    )
+
+    fields = event.to_stream_dict()
+
+    assert all(isinstance(k, str) and isinstance(v, str) for k, v in fields.items())
+    assert json.loads(fields["call_chain"]) == ["user", "planner"]
+    assert json.loads(fields["data"]) == event.data
+    assert json.loads(fields["context_refs"]) == ["s3://bucket/ctx.json"]
+    assert fields["timestamp"] == event.timestamp.isoformat()
+    assert fields["correlation_id"] == "corr-1"
+    assert "parent_event_id" not in fields  # None is omitted, not written as "None"
+
+
+def test_from_stream_dict_accepts_str_and_bytes_keys_and_values() -> None:
+    event = make(data={"text": "héllo ✓"})
+    fields = event.to_stream_dict()
+    as_bytes = {k.encode(): v.encode() for k, v in fields.items()}
+    mixed = {
+        (k.encode() if i % 2 else k): (v if i % 2 else v.encode())
+        for i, (k, v) in enumerate(fields.items())
+    }
+
+    assert AgentEvent.from_stream_dict(fields) == event
+    assert AgentEvent.from_stream_dict(as_bytes) == event
+    assert AgentEvent.from_stream_dict(mixed) == event
+
+
+def test_from_stream_dict_ignores_reserved_and_unknown_minor_version_fields() -> None:
+    fields = wire(version="1.7", _retry_count="2", _dlq_reason="x", added_in_1_7="new")
+
+    event = AgentEvent.from_stream_dict(fields)
+
+    assert event.version == "1.7"
+    assert "added_in_1_7" not in event.model_dump()
+
+
+def test_unknown_major_version_is_unsupported_version_before_anything_else_is_parsed() -> None:
+    # The rest of the entry is garbage too: the version must be rejected first.
+    fields = wire(version="2.0", call_chain="{not json", timestamp="yesterday")
+    del fields["event_type"]
+
+    with pytest.raises(UnsupportedVersion, match=r"'2\.0'") as info:
+        AgentEvent.from_stream_dict(fields)
+
+    assert isinstance(info.value, DecodeError)
+    assert info.value.__cause__ is None  # nothing below it was attempted
+
+
+@pytest.mark.parametrize(
+    ("mutate", "named"),
+    [
+        (lambda f: f.pop("event_type"), "event_type"),
+        (lambda f: f.pop("call_chain"), "call_chain"),
+        (lambda f: f.pop("version"), "version"),
+        (lambda f: f.update(version="1"), "1.0"),
+        (lambda f: f.update(call_chain='["user",'), "call_chain"),
+        (lambda f: f.update(data="{'single': 'quotes'}"), "data"),
+        (lambda f: f.update(context_refs="nope"), "context_refs"),
+        (lambda f: f.update(data="[1, 2]"), "data"),
+        (lambda f: f.update(timestamp="2024-01-01T00:00:00"), "timestamp"),
+        (lambda f: f.update(tenant_id="a:b"), "tenant_id"),
+        (lambda f: f.update(event_type="unheard_of"), "event_type"),
+    ],
+)
+def test_bad_entry_raises_decode_error_naming_the_field(mutate: Any, named: str) -> None:
+    fields = wire()
+    mutate(fields)
+
+    with pytest.raises(DecodeError, match=named):
+        AgentEvent.from_stream_dict(fields)
+
+
+def test_non_utf8_bytes_raise_decode_error_naming_the_field() -> None:
+    fields: dict[str | bytes, str | bytes] = {k.encode(): v.encode() for k, v in wire().items()}
+    fields[b"call_chain"] = b'["\xff\xfe"]'
+
+    with pytest.raises(DecodeError, match="call_chain.*UTF-8"):
+        AgentEvent.from_stream_dict(fields)
+
+
+def test_decode_error_is_a_value_error() -> None:
+    with pytest.raises(ValueError):
+        AgentEvent.from_stream_dict({})
+
+
+# -- exact round trip (property) ------------------------------------------------------
+
+_text = st.text(max_size=20)
+_agent = st.text(st.characters() | st.sampled_from(',"\\[]'), min_size=1, max_size=12)
+_json = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | _text,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_text, inner, max_size=4),
+    max_leaves=25,
+)
+_event_ids = st.text(
+    st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1, max_size=128
+)
+_offsets = st.integers(-(23 * 60 + 59), 23 * 60 + 59).map(lambda m: timezone(timedelta(minutes=m)))
+_name = st.from_regex(r"[A-Za-z0-9_.\-]{1,64}", fullmatch=True).filter(
+    lambda s: s not in {".", ".."}
+)
+
+
+@st.composite
+def events(draw: st.DrawFn) -> AgentEvent:
+    chain = draw(st.lists(_agent, min_size=1, max_size=5))
+    return AgentEvent(
+        event_id=draw(_event_ids),
+        event_type=draw(st.sampled_from(EventType)),
+        timestamp=draw(st.datetimes(timezones=_offsets)),
+        tenant_id=draw(_name),
+        priority=draw(st.sampled_from(EventPriority)),
+        source_agent_id=draw(st.sampled_from(chain)),
+        call_chain=chain,
+        data=draw(st.dictionaries(_text, _json, max_size=5)),
+        context_refs=draw(st.lists(_text, max_size=3)),
+        correlation_id=draw(st.none() | _text),
+        parent_event_id=draw(st.none() | _text),
+    )
+
+
+@settings(max_examples=200, deadline=None)
+@given(event=events(), as_bytes=st.booleans())
+def test_every_field_survives_the_wire_round_trip_exactly(
+    event: AgentEvent, as_bytes: bool
+) -> None:
+    fields = event.to_stream_dict()
+    raw = {k.encode(): v.encode() for k, v in fields.items()} if as_bytes else fields
+
+    back = AgentEvent.from_stream_dict(raw)
+
+    assert back == event
+    # == compares datetimes as instants and 1 == 1.0: check offsets and JSON types too.
+    assert back.timestamp.utcoffset() == event.timestamp.utcoffset()
+    assert back.timestamp.replace(tzinfo=None) == event.timestamp.replace(tzinfo=None)
+    assert back.to_stream_dict() == fields
+    assert back.correlation_id == event.correlation_id
+    assert back.parent_event_id == event.parent_event_id
+
+
+# -- the committed JSON Schema --------------------------------------------------------
+
+
+def test_committed_json_schema_matches_the_model() -> None:
+    committed = json.loads(SCHEMA_FILE.read_text(encoding="utf-8"))
+
+    assert committed == json_schema(), (
+        "docs/agent-event.schema.json is stale: regenerate it with "
+        "`python -m eventbus.schemas > docs/agent-event.schema.json`"
+    )
+
+
+def test_json_schema_lists_the_required_fields() -> None:
+    schema = json_schema()
+
+    assert set(schema["required"]) == {"event_type", "tenant_id", "source_agent_id", "call_chain"}
+    assert schema["additionalProperties"] is False
