@@ -1,0 +1,1 @@
+"""workers: run eventbus consumers as a supervised pool of processes (one per consumer)."""

@@ -1,0 +1,401 @@
+"""The supervisor: spawns one worker process per consumer, restarts the ones that die,
+kills hung handlers, runs the reclaimer and the DLQ sweeper, talks to systemd, and
+shuts down in two phases (quiet, then drain until the grace period, then kill).
+
+    python -m workers.supervisor --tenant acme --stream tasks --group writers \\
+        --handler myagents.writer:handle --processes 4
+
+Signals: TERM/INT drain and exit 0 (a second one kills at once); HUP reloads the env file
+and restarts the workers one by one. Handlers only record the signal; the loop acts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import signal
+import sys
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from multiprocessing.connection import wait
+from multiprocessing.context import SpawnProcess
+from types import FrameType
+
+import redis
+import structlog
+
+from eventbus import DeadLetterQueue, TenantEventBus
+from eventbus.dlq import REASON_HANDLER_FAILED
+from eventbus.logs import configure_logging
+from eventbus.outcomes import Outcomes
+from eventbus.retry import FailureInfo
+from workers import sdnotify
+from workers.handlers import HandlerLoadError, load_handler
+from workers.jobs import PeriodicJob, Reclaimer, Sweeper
+from workers.settings import PoolSettings, SettingsError, add_arguments, resolve
+from workers.worker import EXIT_HANDLER_LOAD, SlotState, run_worker
+
+READY_TIMEOUT_S = 30.0  # READY=1 is sent after this even if some worker is not up yet
+QUICK_EXIT_S = 10.0  # a worker that dies sooner than this counts towards backoff
+MAX_BACKOFF_S = 30.0
+
+
+@dataclass
+class Slot:
+    index: int
+    name: str
+    state: SlotState
+    process: SpawnProcess | None = None
+    started_at: float = 0.0
+    quick_failures: int = 0
+    respawn_at: float | None = None
+    planned_exit: str | None = None  # "reload" | "timeout" | "shutdown" when we stop it
+    restarts: deque[float] = field(default_factory=deque)
+
+
+class Supervisor:
+    """Runs one pool: (tenant, stream, group, handler) x N processes."""
+
+    def __init__(self, settings: PoolSettings, argv: Sequence[str] | None = None) -> None:
+        self.settings = settings
+        self.argv = list(argv or [])
+        self.ctx = mp.get_context("spawn")
+        self.log = structlog.get_logger("workers.supervisor").bind(
+            tenant=settings.tenant,
+            stream=settings.stream,
+            group=settings.group,
+            pid=os.getpid(),
+        )
+        self.slots = [self._new_slot(i) for i in range(settings.processes)]
+        self._signals: deque[int] = deque()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._client = redis.Redis.from_url(settings.redis_url, client_name="eventbus-supervisor")
+        self._bus = TenantEventBus(self._client, settings.tenant, settings=settings.bus_settings())
+        self._outcomes = Outcomes(self._bus, settings.stream, settings.group)
+        self._jobs: list[PeriodicJob] = []
+        self._reload_queue: list[int] = []
+        self._restart_window: deque[float] = deque()
+        self._shutting_down = False
+
+    # -- slots -----------------------------------------------------------------------------
+
+    def _new_slot(self, index: int) -> Slot:
+        state = SlotState(
+            busy_since=self.ctx.Value("d", 0.0),
+            current=self.ctx.Array("c", 1024),
+            ready=self.ctx.Event(),
+        )
+        return Slot(index, self.settings.consumer_name(index), state)
+
+    def live_names(self) -> list[str]:
+        return [s.name for s in self.slots if s.process is not None and s.process.is_alive()]
+
+    def _spawn(self, slot: Slot) -> None:
+        slot.state.ready.clear()
+        slot.state.busy_since.value = 0.0
+        slot.name = self.settings.consumer_name(slot.index)
+        process = self.ctx.Process(
+            target=run_worker,
+            args=(self.settings, slot.index, os.getpid(), slot.state),
+            name=f"eventbus-worker-{slot.name}",
+            daemon=False,
+        )
+        # Signals stay blocked while the child starts, so none lands half-way.
+        old = signal.pthread_sigmask(
+            signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
+        )
+        try:
+            process.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        slot.process = process
+        slot.started_at = time.monotonic()
+        slot.respawn_at = None
+        slot.planned_exit = None
+        self.log.info("worker_spawned", consumer=slot.name, worker_pid=process.pid)
+
+    # -- signals ---------------------------------------------------------------------------
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self._signals.append(signum)  # record intent only; the loop acts
+
+    def _install_signals(self) -> None:
+        signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, self._on_signal)
+
+    def _drain_wakeups(self) -> None:
+        try:
+            while os.read(self._wake_r, 512):
+                pass
+        except BlockingIOError:
+            pass
+
+    # -- main loop -------------------------------------------------------------------------
+
+    def run(self) -> int:
+        self._install_signals()
+        self.log.info(
+            "supervisor_starting", processes=len(self.slots), handler=self.settings.handler
+        )
+        for slot in self.slots:
+            self._spawn(slot)
+        self._start_jobs()
+        started = time.monotonic()
+        ready_sent = False
+        watchdog_s = sdnotify.watchdog_interval_s()
+        next_watchdog = 0.0
+        while True:
+            self._wait(0.25)
+            while self._signals:
+                signum = self._signals.popleft()
+                if signum in (signal.SIGTERM, signal.SIGINT):
+                    return self._shutdown(signum)
+                if signum == signal.SIGHUP:
+                    self._begin_reload()
+            self._reap_and_respawn()
+            self._check_timeouts()
+            self._advance_reload()
+            now = time.monotonic()
+            if not ready_sent and (
+                all(s.state.ready.is_set() for s in self.slots) or now - started > READY_TIMEOUT_S
+            ):
+                ready_sent = True
+                sdnotify.notify(
+                    f"READY=1\nSTATUS=running {len(self.slots)} workers\nMAINPID={os.getpid()}"
+                )
+                self.log.info("supervisor_ready", workers=self.live_names())
+            if watchdog_s and now >= next_watchdog and self._healthy():
+                sdnotify.notify("WATCHDOG=1")
+                next_watchdog = now + watchdog_s
+
+    def _wait(self, timeout_s: float) -> None:
+        sentinels = [s.process.sentinel for s in self.slots if s.process is not None]
+        wait([*sentinels, self._wake_r], timeout=timeout_s)
+        self._drain_wakeups()
+
+    def _healthy(self) -> bool:
+        return all(job.is_alive() for job in self._jobs)
+
+    def _start_jobs(self) -> None:
+        st = self.settings
+        reclaimer = Reclaimer(self._bus, st, self.live_names)
+        sweeper = Sweeper(self._bus, DeadLetterQueue(self._client, st.tenant), st, self.live_names)
+        self._jobs = [
+            PeriodicJob("reclaimer", st.reclaim_interval_s, reclaimer.tick),
+            PeriodicJob("sweeper", st.sweep_interval_s, sweeper.tick),
+        ]
+        for job in self._jobs:
+            job.start()
+
+    # -- dying workers -----------------------------------------------------------------------
+
+    def _reap_and_respawn(self) -> None:
+        now = time.monotonic()
+        for slot in self.slots:
+            process = slot.process
+            if process is not None and not process.is_alive():
+                process.join()
+                self._on_exit(slot, process.exitcode, now)
+                slot.process = None
+            if slot.process is None and slot.respawn_at is not None and now >= slot.respawn_at:
+                self._note_restart(slot, now)
+                self._spawn(slot)
+                self.log.warning(
+                    "worker_respawned",
+                    consumer=slot.name,
+                    restarts_last_minute=len(self._restart_window),
+                )
+
+    def _on_exit(self, slot: Slot, exitcode: int | None, now: float) -> None:
+        planned = slot.planned_exit
+        if planned in ("reload", "timeout"):
+            slot.respawn_at = now
+            return
+        if exitcode == EXIT_HANDLER_LOAD:
+            self.log.critical("worker_handler_load_failed", consumer=slot.name)
+        lived = now - slot.started_at
+        slot.quick_failures = slot.quick_failures + 1 if lived < QUICK_EXIT_S else 0
+        delay = (
+            0.0
+            if not slot.quick_failures
+            else min(0.5 * 2 ** (slot.quick_failures - 1), MAX_BACKOFF_S)
+        )
+        while self._restart_window and now - self._restart_window[0] > 60:
+            self._restart_window.popleft()
+        if len(self._restart_window) >= self.settings.max_restarts_per_minute:
+            until_free = 60 - (now - self._restart_window[0])
+            delay = max(delay, until_free)
+            self.log.critical(
+                "restart_limit_reached",
+                consumer=slot.name,
+                restarts_last_minute=len(self._restart_window),
+                limit=self.settings.max_restarts_per_minute,
+                respawn_in_s=round(delay, 1),
+            )
+        self.log.error(
+            "worker_exited",
+            consumer=slot.name,
+            exitcode=exitcode,
+            lived_s=round(lived, 2),
+            respawn_in_s=round(delay, 2),
+        )
+        slot.respawn_at = now + delay
+
+    def _note_restart(self, slot: Slot, now: float) -> None:
+        self._restart_window.append(now)
+
+    # -- hung handlers ----------------------------------------------------------------------
+
+    def _check_timeouts(self) -> None:
+        timeout = self.settings.handler_timeout_s
+        if timeout <= 0:
+            return
+        now = time.monotonic()
+        for slot in self.slots:
+            busy = slot.state.busy_since.value
+            process = slot.process
+            if process is None or busy <= 0 or now - busy < timeout or slot.planned_exit:
+                continue
+            delivery = slot.state.delivery()
+            slot.planned_exit = "timeout"
+            process.kill()
+            process.join(10)
+            if delivery is not None:
+                self._fail_timed_out(slot, delivery, now - busy)
+
+    def _fail_timed_out(self, slot: Slot, delivery: tuple[str, str, int], ran_s: float) -> None:
+        key, message_id, retry_count = delivery
+        log = self.log.bind(consumer=slot.name, message_id=message_id, attempt=retry_count + 1)
+        log.error(
+            "handler_timeout", ran_s=round(ran_s, 1), timeout_s=self.settings.handler_timeout_s
+        )
+        failure = FailureInfo(
+            "HandlerTimeout",
+            f"handler ran longer than {self.settings.handler_timeout_s}s; worker killed",
+            "",
+        )
+        self._outcomes.fail(
+            key,
+            message_id,
+            slot.name,
+            retry_count=retry_count,
+            failure=failure,
+            policy=self.settings.retry_policy(),
+            log=log,
+            reason=REASON_HANDLER_FAILED,
+        )
+
+    # -- reload -----------------------------------------------------------------------------
+
+    def _begin_reload(self) -> None:
+        try:
+            new = resolve(_parser().parse_args(self.argv))
+        except (SettingsError, SystemExit) as exc:
+            self.log.error("reload_refused", error=str(exc))
+            return
+        if new.processes != self.settings.processes:
+            self.log.warning(
+                "reload_processes_unchanged", detail="changing --processes needs a restart"
+            )
+            new = PoolSettings(**{**new.__dict__, "processes": self.settings.processes})
+        self.settings = new
+        self._reload_queue = [s.index for s in self.slots]
+        self.log.info("reload_started", env_file=new.env_file)
+
+    def _advance_reload(self) -> None:
+        if not self._reload_queue:
+            return
+        slot = self.slots[self._reload_queue[0]]
+        if slot.planned_exit == "reload":
+            if slot.process is not None and slot.state.ready.is_set():
+                self._reload_queue.pop(0)
+                if not self._reload_queue:
+                    self.log.info("reload_done")
+            elif slot.process is not None and time.monotonic() - slot.started_at > (
+                self.settings.grace_period_s
+            ):
+                slot.process.kill()
+            return
+        if slot.process is None:
+            self._reload_queue.pop(0)
+            return
+        slot.planned_exit = "reload"
+        slot.process.terminate()
+
+    # -- shutdown ---------------------------------------------------------------------------
+
+    def _shutdown(self, signum: int) -> int:
+        sdnotify.notify("STOPPING=1")
+        self.log.info(
+            "shutdown_started",
+            signal=signal.Signals(signum).name,
+            grace_period_s=self.settings.grace_period_s,
+        )
+        for job in self._jobs:
+            job.stop()
+        for slot in self.slots:
+            slot.planned_exit = "shutdown"
+            if slot.process is not None and slot.process.is_alive():
+                slot.process.terminate()
+        deadline = time.monotonic() + self.settings.grace_period_s
+        while any(s.process is not None and s.process.is_alive() for s in self.slots):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self._second_stop():
+                for slot in self.slots:
+                    if slot.process is not None and slot.process.is_alive():
+                        self.log.error("worker_killed_after_grace", consumer=slot.name)
+                        slot.process.kill()
+                break
+            self._wait(min(remaining, 0.25))
+        for slot in self.slots:
+            if slot.process is not None:
+                slot.process.join(10)
+        for job in self._jobs:
+            job.join(5)
+        self.log.info("supervisor_stopped")
+        return 0
+
+    def _second_stop(self) -> bool:
+        while self._signals:
+            if self._signals.popleft() in (signal.SIGTERM, signal.SIGINT):
+                self.log.warning("hard_stop")
+                return True
+        return False
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="eventbus-supervisor",
+        description="Run a pool of eventbus workers (one process per consumer) for one "
+        "tenant, stream, group and handler. Every flag has an EVENTBUS_* environment twin.",
+    )
+    add_arguments(parser)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console entry point (``eventbus-supervisor`` and ``eventbus supervise``)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = _parser().parse_args(argv)
+    try:
+        settings = resolve(args)
+    except SettingsError as exc:
+        sys.stderr.write(f"eventbus-supervisor: error: {exc}\n")
+        return 2
+    configure_logging(settings.log_level, settings.log_format)  # type: ignore[arg-type]
+    try:
+        load_handler(settings.handler)
+    except HandlerLoadError as exc:
+        sys.stderr.write(f"eventbus-supervisor: error: {exc}\n")
+        return 2
+    return Supervisor(settings, argv).run()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,149 @@
+"""One worker process: one consumer of the group, its own blocking Redis client, the
+handler loaded here. Started by the supervisor (spawn: a fresh interpreter, nothing
+inherited but the settings and its slot's shared state)."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from multiprocessing.sharedctypes import Synchronized, SynchronizedString
+from multiprocessing.synchronize import Event
+from types import FrameType
+
+import redis
+import structlog
+
+from eventbus import DeadLetterQueue, EventConsumer, TenantEventBus
+from eventbus.logs import configure_logging
+from workers.handlers import HandlerLoadError, load_handler
+from workers.settings import PoolSettings
+
+EXIT_HANDLER_LOAD = 3
+PR_SET_PDEATHSIG = 1
+
+
+@dataclass
+class SlotState:
+    """Shared between a worker and the supervisor (created by the supervisor)."""
+
+    busy_since: Synchronized[float]  # time.monotonic() when the handler started; 0 = idle
+    current: SynchronizedString  # b"key\nmessage_id\nretry_count" of the delivery in hand
+    ready: Event  # set once the worker is connected and its groups exist
+
+    def delivery(self) -> tuple[str, str, int] | None:
+        raw = self.current.value.decode()
+        parts = raw.split("\n")
+        if len(parts) != 3:
+            return None
+        return parts[0], parts[1], int(parts[2])
+
+
+class SlotReporter:
+    """A delivery observer that tells the supervisor what the handler is working on."""
+
+    def __init__(self, slot: SlotState) -> None:
+        self.slot = slot
+
+    def started(self, key: str, message_id: str, retry_count: int) -> None:
+        with self.slot.current.get_lock():
+            self.slot.current.value = f"{key}\n{message_id}\n{retry_count}".encode()
+        self.slot.busy_since.value = time.monotonic()
+
+    def finished(self) -> None:
+        self.slot.busy_since.value = 0.0
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to send SIGTERM when the supervisor dies (also polled, see below)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _watch_parent(
+    parent_pid: int, consumer: EventConsumer, log: structlog.typing.FilteringBoundLogger
+) -> None:
+    while not consumer.stopping:
+        if os.getppid() != parent_pid:
+            log.error("supervisor_gone", parent_pid=parent_pid)
+            consumer.stop()
+            return
+        time.sleep(0.5)
+
+
+def run_worker(settings: PoolSettings, index: int, parent_pid: int, slot: SlotState) -> None:
+    """Entry point of a worker process."""
+    # The supervisor blocks these while it starts us, and the mask survives fork + exec.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
+    _die_with_parent()
+    configure_logging(settings.log_level, settings.log_format)  # type: ignore[arg-type]
+    name = settings.consumer_name(index)
+    log = structlog.get_logger("workers.worker").bind(
+        tenant=settings.tenant,
+        stream=settings.stream,
+        group=settings.group,
+        consumer=name,
+        pid=os.getpid(),
+    )
+    try:
+        handler = load_handler(settings.handler)
+    except HandlerLoadError as exc:
+        log.error("handler_load_failed", error=str(exc))
+        raise SystemExit(EXIT_HANDLER_LOAD) from None
+
+    client = redis.Redis.from_url(settings.redis_url, client_name=name)
+    bus = TenantEventBus(client, settings.tenant, settings=settings.bus_settings())
+    consumer = EventConsumer(
+        bus,
+        settings.stream,
+        settings.group,
+        name,
+        DeadLetterQueue(client, settings.tenant),
+        policy=settings.retry_policy(),
+        settings=settings.consumer_settings(),
+        observers=[SlotReporter(slot)],
+    )
+    stops = 0
+
+    def on_term(signum: int, frame: FrameType | None) -> None:
+        nonlocal stops
+        stops += 1
+        if stops > 1:
+            os._exit(128 + signum)  # second TERM: hard stop, the entry stays pending
+        consumer.stop()
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    if os.getppid() != parent_pid:  # the supervisor died before we got here
+        return
+    threading.Thread(target=_watch_parent, args=(parent_pid, consumer, log), daemon=True).start()
+    _wait_ready(bus, settings, consumer, log)
+    slot.ready.set()
+    log.info("worker_started", handler=settings.handler)
+    consumer.process_loop(handler)
+    log.info("worker_stopped")
+
+
+def _wait_ready(
+    bus: TenantEventBus,
+    settings: PoolSettings,
+    consumer: EventConsumer,
+    log: structlog.typing.FilteringBoundLogger,
+) -> None:
+    """Create the groups, retrying while Redis is not there yet."""
+    delay = 0.1
+    while not consumer.stopping:
+        try:
+            bus.ensure_group(settings.stream, settings.group)
+            return
+        except Exception as exc:  # unreachable or loading: wait, the supervisor waits too
+            log.warning("redis_not_ready", error=str(exc), retry_in_s=delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
