@@ -65,6 +65,7 @@ class DeadLetter:
 
     dlq_id: str
     original_stream: str
+    #: The id ``publish`` returned (the entry's id in the main stream), also after retries.
     original_message_id: str
     reason: str
     error_type: str | None

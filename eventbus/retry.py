@@ -79,9 +79,7 @@ class RetryPolicy:
         if wait is None:
             delays = RETRY_DELAYS if delays is None else tuple(delays)
             if not delays or not all(_is_delay(d) for d in delays):
-                raise ValueError(
-                    f"retry delays must be non-empty, finite and >= 0, got {delays!r}"
-                )
+                raise ValueError(f"retry delays must be non-empty, finite and >= 0, got {delays!r}")
             wait = wait_chain(*(wait_fixed(d) for d in delays))
         self.max_retries = max_retries
         self.wait = wait

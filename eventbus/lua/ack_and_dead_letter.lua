@@ -8,7 +8,8 @@
 -- ARGV[4..] field, value, ...  dead-letter metadata (_dlq_* fields and _retry_count)
 -- The entry's own fields are copied byte for byte from the stream (so undecodable entries
 -- survive intact); reserved fields (_dlq_*, _retry_count) are replaced by the metadata, and
--- _dlq_failed_at_ms is set from the server clock.
+-- _dlq_failed_at_ms is set from the server clock. A retried entry's _origin_id (its id in
+-- the main stream) replaces the _dlq_message_id given, so the DLQ names the published id.
 -- Returns the DLQ message id; 0 when the entry is no longer pending for this consumer;
 -- -1 when it is pending but gone from the stream (it is acknowledged: nothing to keep).
 -- The XADD comes before the XACK, so a refused write leaves the entry pending.
@@ -23,14 +24,24 @@ if #found == 0 then
 end
 local fields = {}
 local original = found[1][2]
+local origin = nil
 for i = 1, #original, 2 do
   local name = original[i]
-  if string.sub(name, 1, 5) ~= '_dlq_' and name ~= '_retry_count' then
+  if name == '_origin_id' then
+    origin = original[i + 1]
+  elseif string.sub(name, 1, 5) ~= '_dlq_' and name ~= '_retry_count' then
     fields[#fields + 1] = name
     fields[#fields + 1] = original[i + 1]
   end
 end
-for i = 4, #ARGV do fields[#fields + 1] = ARGV[i] end
+for i = 4, #ARGV, 2 do
+  fields[#fields + 1] = ARGV[i]
+  if ARGV[i] == '_dlq_message_id' and origin then
+    fields[#fields + 1] = origin
+  else
+    fields[#fields + 1] = ARGV[i + 1]
+  end
+end
 fields[#fields + 1] = '_dlq_failed_at_ms'
 fields[#fields + 1] = tostring(eb_now_ms())
 local dlq_id = redis.call('XADD', KEYS[2], '*', unpack(fields))

@@ -8,7 +8,8 @@
 -- ARGV[4]  delay_ms     (ms) from now (server TIME) until the retry is due
 -- ARGV[5]  retry_count  the count the retried entry will carry in _retry_count
 -- The entry's fields are copied byte for byte from the stream into the schedule member,
--- JSON {"s": source, "id": id, "n": retry_count, "f": [field, value, ...]}.
+-- JSON {"s": source, "id": id, "n": retry_count, "f": [field, value, ...]}, with
+-- _origin_id = the id the event had in the main stream (kept from an earlier retry, or id).
 -- Returns the due time (ms since epoch, server clock); 0 when the entry is no longer
 -- pending for this consumer (acked or claimed by another consumer): nothing is done;
 -- -1 when it is pending but gone from the stream (it is acknowledged: nothing to retry).
@@ -24,14 +25,19 @@ if #found == 0 then
 end
 local fields = {}
 local original = found[1][2]
+local origin = ARGV[2]
 for i = 1, #original, 2 do
-  if original[i] ~= '_retry_count' then
+  if original[i] == '_origin_id' then
+    origin = original[i + 1]
+  elseif original[i] ~= '_retry_count' then
     fields[#fields + 1] = original[i]
     fields[#fields + 1] = original[i + 1]
   end
 end
 fields[#fields + 1] = '_retry_count'
 fields[#fields + 1] = ARGV[5]
+fields[#fields + 1] = '_origin_id'
+fields[#fields + 1] = origin
 local member = cjson.encode({s = KEYS[1], id = ARGV[2], n = tonumber(ARGV[5]), f = fields})
 local due = eb_now_ms() + tonumber(ARGV[4])
 redis.call('ZADD', KEYS[2], due, member)
