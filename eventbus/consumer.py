@@ -117,7 +117,7 @@ class EventConsumer:
         self._heartbeat = Heartbeat(self._r, group, consumer_name, self.settings.heartbeat_s)
         self._observers: tuple[DeliveryObserver, ...] = (self._heartbeat, *observers)
         self._reconnect_wait = wait_exponential_jitter(
-            initial=0.1, max=self.settings.reconnect_max_wait_s
+            multiplier=0.1, max=self.settings.reconnect_max_wait_s
         )
         self.stats: Counter[str] = Counter()
 

@@ -72,7 +72,7 @@ def call_with_retries(fn: Callable[[], T], attempts: int) -> T:
     """
     retrying = Retrying(
         stop=stop_after_attempt(attempts),
-        wait=wait_exponential_jitter(initial=0.05, max=1.0),
+        wait=wait_exponential_jitter(multiplier=0.05, max=1.0),
         retry=retry_if_exception_type(TRANSIENT),
         reraise=True,
     )

@@ -12,6 +12,7 @@ and restarts the workers one by one. Handlers only record the signal; the loop a
 from __future__ import annotations
 
 import argparse
+import logging
 import multiprocessing as mp
 import os
 import signal
@@ -53,6 +54,8 @@ class Slot:
     quick_failures: int = 0
     respawn_at: float | None = None
     planned_exit: str | None = None  # "reload" | "timeout" | "shutdown" when we stop it
+    planned_respawn: bool = False  # the coming respawn follows a planned exit
+    reload_deadline: float | None = None  # set while this slot is being reloaded
     restarts: deque[float] = field(default_factory=deque)
 
 
@@ -86,9 +89,9 @@ class Supervisor:
 
     def _new_slot(self, index: int) -> Slot:
         state = SlotState(
-            busy_since=self.ctx.Value("d", 0.0),
-            current=self.ctx.Array("c", 1024),
-            ready=self.ctx.Event(),
+            busy_since=self.ctx.Value("d", 0.0, lock=False),
+            current=self.ctx.Array("c", 1024, lock=False),
+            ready_flag=self.ctx.Value("b", False, lock=False),
         )
         return Slot(index, self.settings.consumer_name(index), state)
 
@@ -96,7 +99,7 @@ class Supervisor:
         return [s.name for s in self.slots if s.process is not None and s.process.is_alive()]
 
     def _spawn(self, slot: Slot) -> None:
-        slot.state.ready.clear()
+        slot.state.ready_flag.value = False
         slot.state.busy_since.value = 0.0
         slot.name = self.settings.consumer_name(slot.index)
         process = self.ctx.Process(
@@ -163,7 +166,7 @@ class Supervisor:
             self._advance_reload()
             now = time.monotonic()
             if not ready_sent and (
-                all(s.state.ready.is_set() for s in self.slots) or now - started > READY_TIMEOUT_S
+                all(s.state.ready for s in self.slots) or now - started > READY_TIMEOUT_S
             ):
                 ready_sent = True
                 sdnotify.notify(
@@ -204,17 +207,21 @@ class Supervisor:
                 self._on_exit(slot, process.exitcode, now)
                 slot.process = None
             if slot.process is None and slot.respawn_at is not None and now >= slot.respawn_at:
-                self._note_restart(slot, now)
+                planned = slot.planned_respawn
+                if not planned:
+                    self._restart_window.append(now)
                 self._spawn(slot)
-                self.log.warning(
+                self.log.log(
+                    logging.INFO if planned else logging.WARNING,
                     "worker_respawned",
                     consumer=slot.name,
+                    planned=planned,
                     restarts_last_minute=len(self._restart_window),
                 )
 
     def _on_exit(self, slot: Slot, exitcode: int | None, now: float) -> None:
-        planned = slot.planned_exit
-        if planned in ("reload", "timeout"):
+        slot.planned_respawn = slot.planned_exit in ("reload", "timeout")
+        if slot.planned_respawn:
             slot.respawn_at = now
             return
         if exitcode == EXIT_HANDLER_LOAD:
@@ -246,9 +253,6 @@ class Supervisor:
             respawn_in_s=round(delay, 2),
         )
         slot.respawn_at = now + delay
-
-    def _note_restart(self, slot: Slot, now: float) -> None:
-        self._restart_window.append(now)
 
     # -- hung handlers ----------------------------------------------------------------------
 
@@ -309,24 +313,28 @@ class Supervisor:
         self.log.info("reload_started", env_file=new.env_file)
 
     def _advance_reload(self) -> None:
+        """One slot at a time: stop it gracefully, wait until its successor is ready."""
         if not self._reload_queue:
             return
         slot = self.slots[self._reload_queue[0]]
-        if slot.planned_exit == "reload":
-            if slot.process is not None and slot.state.ready.is_set():
+        now = time.monotonic()
+        if slot.reload_deadline is None:
+            if slot.process is None:  # waiting for a respawn: it gets the new settings
                 self._reload_queue.pop(0)
-                if not self._reload_queue:
-                    self.log.info("reload_done")
-            elif slot.process is not None and time.monotonic() - slot.started_at > (
-                self.settings.grace_period_s
-            ):
+                return
+            slot.planned_exit = "reload"
+            slot.reload_deadline = now + self.settings.grace_period_s
+            slot.process.terminate()
+            return
+        if slot.planned_exit == "reload":  # the old worker is still finishing
+            if now > slot.reload_deadline and slot.process is not None:
                 slot.process.kill()
             return
-        if slot.process is None:
+        if slot.process is not None and slot.state.ready:
+            slot.reload_deadline = None
             self._reload_queue.pop(0)
-            return
-        slot.planned_exit = "reload"
-        slot.process.terminate()
+            if not self._reload_queue:
+                self.log.info("reload_done", workers=self.live_names())
 
     # -- shutdown ---------------------------------------------------------------------------
 

@@ -10,9 +10,8 @@ import signal
 import threading
 import time
 from dataclasses import dataclass
-from multiprocessing.sharedctypes import Synchronized, SynchronizedString
-from multiprocessing.synchronize import Event
 from types import FrameType
+from typing import Any
 
 import redis
 import structlog
@@ -30,9 +29,15 @@ PR_SET_PDEATHSIG = 1
 class SlotState:
     """Shared between a worker and the supervisor (created by the supervisor)."""
 
-    busy_since: Synchronized[float]  # time.monotonic() when the handler started; 0 = idle
-    current: SynchronizedString  # b"key\nmessage_id\nretry_count" of the delivery in hand
-    ready: Event  # set once the worker is connected and its groups exist
+    # Plain shared memory without locks (no semaphores to leak): one writer, one reader,
+    # and a torn read of `current` only matters while busy_since says "busy".
+    busy_since: Any  # c_double: time.monotonic() when the handler started; 0 = idle
+    current: Any  # c_char array: b"key\nmessage_id\nretry_count" of the delivery in hand
+    ready_flag: Any  # c_bool: set once the worker is connected and its groups exist
+
+    @property
+    def ready(self) -> bool:
+        return bool(self.ready_flag.value)
 
     def delivery(self) -> tuple[str, str, int] | None:
         raw = self.current.value.decode()
@@ -49,8 +54,7 @@ class SlotReporter:
         self.slot = slot
 
     def started(self, key: str, message_id: str, retry_count: int) -> None:
-        with self.slot.current.get_lock():
-            self.slot.current.value = f"{key}\n{message_id}\n{retry_count}".encode()
+        self.slot.current.value = f"{key}\n{message_id}\n{retry_count}".encode()[:1023]
         self.slot.busy_since.value = time.monotonic()
 
     def finished(self) -> None:
@@ -125,7 +129,7 @@ def run_worker(settings: PoolSettings, index: int, parent_pid: int, slot: SlotSt
         return
     threading.Thread(target=_watch_parent, args=(parent_pid, consumer, log), daemon=True).start()
     _wait_ready(bus, settings, consumer, log)
-    slot.ready.set()
+    slot.ready_flag.value = True
     log.info("worker_started", handler=settings.handler)
     consumer.process_loop(handler)
     log.info("worker_stopped")

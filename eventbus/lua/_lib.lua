@@ -46,18 +46,16 @@ end
 
 -- Trim KEY down to MAXLEN entries (MAXLEN 0 = every acknowledged entry) but never past the
 -- safe floor: an unread or unacknowledged entry is kept, however long the stream gets.
+-- A stream with no consumer group is not trimmed at all: its entries are waiting for the
+-- first group (created from the start of the stream), and trimming them would lose them.
 -- SLACK lets the stream grow a little past MAXLEN before any work is done (like `~`).
 -- Returns the number of entries removed.
 local function eb_safe_trim(key, maxlen, slack)
   local len = redis.call('XLEN', key)
   if len <= maxlen + slack then return 0 end
   local floor = eb_safe_floor(key)
-  local victims
-  if floor == nil then
-    victims = redis.call('XRANGE', key, '-', '+', 'COUNT', len - maxlen)
-  else
-    victims = redis.call('XRANGE', key, '-', '(' .. floor, 'COUNT', len - maxlen)
-  end
+  if floor == nil then return 0 end
+  local victims = redis.call('XRANGE', key, '-', '(' .. floor, 'COUNT', len - maxlen)
   if #victims == 0 then return 0 end
   return redis.call('XTRIM', key, 'MINID', eb_next_id(victims[#victims][1]))
 end

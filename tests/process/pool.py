@@ -1,0 +1,133 @@
+"""Run a real supervisor (and its worker processes) against the private redis-server."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from eventbus import AgentEvent, EventType, TenantEventBus
+from eventbus.localredis import LocalRedis, pid_alive
+from tests.conftest import wait_for
+
+TENANT, STREAM, GROUP = "acme", "tasks", "pool"
+HANDLER = "tests.process.handlers:record"
+
+
+def event(**data: Any) -> AgentEvent:
+    return AgentEvent(
+        event_type=EventType.TASK_ASSIGNED, tenant_id=TENANT, source_agent_id="planner",
+        call_chain=["planner"], data=data,
+    )
+
+
+class Pool:
+    """``eventbus-supervisor`` in a subprocess, its logs in a file, a ledger of calls."""
+
+    def __init__(
+        self, server: LocalRedis, tmp: Path, *, processes: int = 2, args: list[str] | None = None,
+        env: dict[str, str] | None = None, name: str = "pool",
+    ) -> None:
+        self.server = server
+        self.tmp = tmp
+        self.ledger_path = tmp / "ledger.jsonl"
+        self.log_path = tmp / f"{name}.log"
+        self.args = [
+            "--redis-url", server.url, "--tenant", TENANT, "--stream", STREAM,
+            "--group", GROUP, "--handler", HANDLER, "--processes", str(processes),
+            "--block-ms", "200", "--log-format", "json", "--grace-period-s", "10",
+            *(args or []),
+        ]
+        self.env = {
+            **os.environ, "EVENTBUS_TEST_LEDGER": str(self.ledger_path), **(env or {}),
+        }
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, wait_ready: bool = True) -> Pool:
+        log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "workers.supervisor", *self.args],
+            stdout=subprocess.DEVNULL, stderr=log, env=self.env, cwd=Path(__file__).parents[2],
+        )
+        log.close()
+        if wait_ready:
+            wait_for(lambda: self.logged("supervisor_ready"), 20)
+        return self
+
+    # -- observing -------------------------------------------------------------------------
+
+    def logs(self) -> list[dict[str, Any]]:
+        if not self.log_path.exists():
+            return []
+        out = []
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                out.append({"event": "raw", "line": line})
+        return out
+
+    def logged(self, name: str) -> list[dict[str, Any]]:
+        return [entry for entry in self.logs() if entry.get("event") == name]
+
+    def ledger(self) -> list[dict[str, Any]]:
+        if not self.ledger_path.exists():
+            return []
+        return [json.loads(x) for x in self.ledger_path.read_text().splitlines() if x]
+
+    def done_ids(self) -> set[str]:
+        return {x["event_id"] for x in self.ledger() if x["phase"] == "done"}
+
+    def starts(self) -> Counter[str]:
+        return Counter(x["event_id"] for x in self.ledger() if x["phase"] == "start")
+
+    def worker_pids(self) -> list[int]:
+        """Live worker processes (children of the supervisor, without the resource tracker)."""
+        assert self.proc is not None
+        pids = []
+        path = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
+        for pid in path.read_text().split() if path.exists() else []:
+            try:
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"spawn_main" in cmd:
+                pids.append(int(pid))
+        return pids
+
+    # -- stopping --------------------------------------------------------------------------
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def stop(self, timeout_s: float = 30) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout_s)
+
+    def kill_all(self) -> None:
+        if self.proc is None:
+            return
+        pids = self.worker_pids() if self.proc.poll() is None else []
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        for pid in pids:
+            if pid_alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def pending_count(bus: TenantEventBus) -> int:
+    total = 0
+    for key in (bus.keys.stream(STREAM), bus.keys.retry_stream(STREAM, GROUP)):
+        if bus.redis.exists(key):
+            for g in bus.redis.xinfo_groups(key):
+                total += int(g["pending"])
+    return total

@@ -1,0 +1,158 @@
+"""The pool as people run it: many events, graceful stop, restarts, reclaim, config."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from eventbus import DeadLetterQueue, TenantEventBus
+from tests.conftest import wait_for
+from tests.process.pool import GROUP, STREAM, TENANT, event, pending_count
+
+
+def test_pool_of_four_handles_2000_events_at_least_once(make_pool, tbus: TenantEventBus) -> None:
+    events = [event(i=i) for i in range(2000)]
+    for start in range(0, len(events), 500):
+        tbus.publish_many(STREAM, events[start : start + 500])
+    pool = make_pool(processes=4).start()
+    wanted = {e.event_id for e in events}
+    wait_for(lambda: wanted <= pool.done_ids(), 60)
+    assert len(pool.worker_pids()) == 4
+    consumers = {x["consumer"] for x in pool.ledger()}
+    assert consumers <= {f"{GROUP}-{i}" for i in range(4)}
+    assert pool.stop() == 0
+    assert pending_count(tbus) == 0
+
+
+def test_sigterm_drains_the_event_in_hand_and_exits_0(make_pool, tbus: TenantEventBus) -> None:
+    pool = make_pool(processes=2).start()
+    slow = [event(sleep_s=1.0) for _ in range(2)]
+    tbus.publish_many(STREAM, slow)
+    wait_for(lambda: len(pool.starts()) == 2, 10)
+    assert pool.stop() == 0
+    # Both handlers were allowed to finish and their events were acknowledged.
+    assert {e.event_id for e in slow} <= pool.done_ids()
+    assert pending_count(tbus) == 0
+    assert pool.logged("supervisor_stopped")
+
+
+def test_sigterm_past_the_grace_period_kills_and_leaves_the_entry_pending(
+    make_pool, tbus: TenantEventBus
+) -> None:
+    pool = make_pool(processes=1, args=["--grace-period-s", "0.5"]).start()
+    stuck = event(sleep_s=30)
+    tbus.publish(STREAM, stuck)
+    wait_for(lambda: pool.starts()[stuck.event_id] == 1, 10)
+    assert pool.stop() == 0
+    assert pool.logged("worker_killed_after_grace")
+    assert pending_count(tbus) == 1  # not acked, not lost: recovered by the next pool
+
+
+def test_restarted_worker_resumes_its_own_pending_entry(make_pool, tbus: TenantEventBus) -> None:
+    pool = make_pool(processes=1).start()
+    victim = event(sleep_s=0.5)
+    tbus.publish(STREAM, victim)
+    wait_for(lambda: pool.starts()[victim.event_id] == 1, 10)
+    (pid,) = pool.worker_pids()
+    subprocess.run(["kill", "-9", str(pid)], check=True)
+    wait_for(lambda: victim.event_id in pool.done_ids(), 20)
+    calls = [x for x in pool.ledger() if x["event_id"] == victim.event_id and x["phase"] == "start"]
+    assert [c["consumer"] for c in calls] == [f"{GROUP}-0", f"{GROUP}-0"]
+    assert calls[1]["delivery"] == 2
+    assert pool.logged("worker_respawned")
+    assert pool.stop() == 0
+    assert pending_count(tbus) == 0
+
+
+def test_reclaimer_recovers_entries_of_a_consumer_that_never_comes_back(
+    make_pool, tbus: TenantEventBus
+) -> None:
+    lost = [event(i=i) for i in range(5)]
+    tbus.publish_many(STREAM, lost)
+    tbus.subscribe(STREAM, GROUP, "ghost", count=10, block=100)  # reads, then "dies"
+    assert pending_count(tbus) == 5
+    pool = make_pool(
+        processes=2, args=["--reclaim-idle-ms", "300", "--reclaim-interval-s", "0.3"]
+    ).start()
+    wait_for(lambda: {e.event_id for e in lost} <= pool.done_ids(), 20)
+    assert pool.stop() == 0
+    assert pending_count(tbus) == 0
+
+
+def test_poison_pill_that_kills_its_worker_ends_in_the_dlq_and_the_pool_goes_on(
+    make_pool, tbus: TenantEventBus, r
+) -> None:
+    pool = make_pool(processes=2, args=["--max-deliveries", "2"]).start()
+    pill = event(poison=True)
+    tbus.publish(STREAM, pill)
+    dlq = DeadLetterQueue(r, TENANT)
+    wait_for(lambda: dlq.count(STREAM) == 1, 30)
+    (letter,) = dlq.list_dlq_messages(STREAM)
+    assert letter.reason == "max_deliveries"
+    assert letter.event is not None and letter.event.event_id == pill.event_id
+    assert pool.starts()[pill.event_id] == 2  # called max_deliveries times, never again
+    good = [event(i=i) for i in range(10)]
+    tbus.publish_many(STREAM, good)
+    wait_for(lambda: {e.event_id for e in good} <= pool.done_ids(), 20)
+    assert len(pool.logged("worker_respawned")) <= 3
+    assert pool.stop() == 0
+
+
+def test_unimportable_handler_stops_the_supervisor_with_a_clear_error(redis_server) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "workers.supervisor", "--redis-url", redis_server.url,
+         "--tenant", TENANT, "--stream", STREAM, "--group", GROUP,
+         "--handler", "no_such_module.sub:handle"],
+        capture_output=True, text=True, timeout=30,
+    )
+    assert proc.returncode == 2
+    assert "no_such_module" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"EVENTBUS_PROCESSES": "zero"}, "EVENTBUS_PROCESSES"),
+        ({"EVENTBUS_RETRY_DELAYS": "1,-4"}, "EVENTBUS_RETRY_DELAYS"),
+        ({"EVENTBUS_TENANT": "acme:evil"}, "EVENTBUS_TENANT"),
+        ({"EVENTBUS_LOG_LEVEL": "loud"}, "EVENTBUS_LOG_LEVEL"),
+    ],
+)
+def test_bad_setting_is_refused_at_start_naming_the_setting(
+    redis_server, env: dict[str, str], named: str
+) -> None:
+    base = {
+        "EVENTBUS_REDIS_URL": redis_server.url, "EVENTBUS_TENANT": TENANT,
+        "EVENTBUS_STREAM": STREAM, "EVENTBUS_GROUP": GROUP,
+        "EVENTBUS_HANDLER": "tests.process.handlers:record", "PATH": "/usr/bin:/bin",
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "workers.supervisor"], env={**base, **env},
+        capture_output=True, text=True, timeout=30,
+    )
+    assert proc.returncode == 2
+    assert named in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_sighup_restarts_workers_one_by_one_with_the_new_env_file(
+    make_pool, tbus: TenantEventBus, tmp_path
+) -> None:
+    env_file = tmp_path / "pool.env"
+    env_file.write_text("EVENTBUS_MAX_DELIVERIES=5\n")
+    pool = make_pool(processes=2, args=["--env-file", str(env_file)]).start()
+    before = set(pool.worker_pids())
+    env_file.write_text("EVENTBUS_MAX_DELIVERIES=7\n")
+    batch = [event(i=i, sleep_s=0.02) for i in range(100)]
+    tbus.publish_many(STREAM, batch)
+    pool.signal(signal.SIGHUP)
+    wait_for(lambda: pool.logged("reload_done"), 30)
+    after = set(pool.worker_pids())
+    assert len(after) == 2 and not (before & after)
+    wait_for(lambda: {e.event_id for e in batch} <= pool.done_ids(), 30)
+    assert pool.stop() == 0
+    assert pending_count(tbus) == 0
