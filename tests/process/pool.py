@@ -21,8 +21,11 @@ HANDLER = "tests.process.handlers:record"
 
 def event(**data: Any) -> AgentEvent:
     return AgentEvent(
-        event_type=EventType.TASK_ASSIGNED, tenant_id=TENANT, source_agent_id="planner",
-        call_chain=["planner"], data=data,
+        event_type=EventType.TASK_ASSIGNED,
+        tenant_id=TENANT,
+        source_agent_id="planner",
+        call_chain=["planner"],
+        data=data,
     )
 
 
@@ -30,21 +33,44 @@ class Pool:
     """``eventbus-supervisor`` in a subprocess, its logs in a file, a ledger of calls."""
 
     def __init__(
-        self, server: LocalRedis, tmp: Path, *, processes: int = 2, args: list[str] | None = None,
-        env: dict[str, str] | None = None, name: str = "pool",
+        self,
+        server: LocalRedis,
+        tmp: Path,
+        *,
+        processes: int = 2,
+        args: list[str] | None = None,
+        env: dict[str, str] | None = None,
+        name: str = "pool",
     ) -> None:
         self.server = server
         self.tmp = tmp
         self.ledger_path = tmp / "ledger.jsonl"
         self.log_path = tmp / f"{name}.log"
         self.args = [
-            "--redis-url", server.url, "--tenant", TENANT, "--stream", STREAM,
-            "--group", GROUP, "--handler", HANDLER, "--processes", str(processes),
-            "--block-ms", "200", "--log-format", "json", "--grace-period-s", "10",
+            "--redis-url",
+            server.url,
+            "--tenant",
+            TENANT,
+            "--stream",
+            STREAM,
+            "--group",
+            GROUP,
+            "--handler",
+            HANDLER,
+            "--processes",
+            str(processes),
+            "--block-ms",
+            "200",
+            "--log-format",
+            "json",
+            "--grace-period-s",
+            "10",
             *(args or []),
         ]
         self.env = {
-            **os.environ, "EVENTBUS_TEST_LEDGER": str(self.ledger_path), **(env or {}),
+            **os.environ,
+            "EVENTBUS_TEST_LEDGER": str(self.ledger_path),
+            **(env or {}),
         }
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -52,7 +78,10 @@ class Pool:
         log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "workers.supervisor", *self.args],
-            stdout=subprocess.DEVNULL, stderr=log, env=self.env, cwd=Path(__file__).parents[2],
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            env=self.env,
+            cwd=Path(__file__).parents[2],
         )
         log.close()
         if wait_ready:

@@ -103,10 +103,24 @@ def test_poison_pill_that_kills_its_worker_ends_in_the_dlq_and_the_pool_goes_on(
 
 def test_unimportable_handler_stops_the_supervisor_with_a_clear_error(redis_server) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "workers.supervisor", "--redis-url", redis_server.url,
-         "--tenant", TENANT, "--stream", STREAM, "--group", GROUP,
-         "--handler", "no_such_module.sub:handle"],
-        capture_output=True, text=True, timeout=30,
+        [
+            sys.executable,
+            "-m",
+            "workers.supervisor",
+            "--redis-url",
+            redis_server.url,
+            "--tenant",
+            TENANT,
+            "--stream",
+            STREAM,
+            "--group",
+            GROUP,
+            "--handler",
+            "no_such_module.sub:handle",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert proc.returncode == 2
     assert "no_such_module" in proc.stderr
@@ -126,13 +140,19 @@ def test_bad_setting_is_refused_at_start_naming_the_setting(
     redis_server, env: dict[str, str], named: str
 ) -> None:
     base = {
-        "EVENTBUS_REDIS_URL": redis_server.url, "EVENTBUS_TENANT": TENANT,
-        "EVENTBUS_STREAM": STREAM, "EVENTBUS_GROUP": GROUP,
-        "EVENTBUS_HANDLER": "tests.process.handlers:record", "PATH": "/usr/bin:/bin",
+        "EVENTBUS_REDIS_URL": redis_server.url,
+        "EVENTBUS_TENANT": TENANT,
+        "EVENTBUS_STREAM": STREAM,
+        "EVENTBUS_GROUP": GROUP,
+        "EVENTBUS_HANDLER": "tests.process.handlers:record",
+        "PATH": "/usr/bin:/bin",
     }
     proc = subprocess.run(
-        [sys.executable, "-m", "workers.supervisor"], env={**base, **env},
-        capture_output=True, text=True, timeout=30,
+        [sys.executable, "-m", "workers.supervisor"],
+        env={**base, **env},
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert proc.returncode == 2
     assert named in proc.stderr
