@@ -259,11 +259,14 @@ class DeadLetterQueue:
         older_than_s: float | None = None,
     ) -> int:
         """Delete dead letters: the given ids, those older than ``older_than_s`` (by the
-        server clock), or with neither, all of them. Returns how many were deleted."""
+        server clock), or with neither, all of them. Returns how many were deleted.
+
+        An empty ``ids`` list deletes nothing (it is a selection that matched nothing).
+        """
         key = self.keys.dlq(original_stream)
         with translated(f"purge DLQ of {original_stream!r}"):
-            if ids:
-                return int(self.redis.xdel(key, *ids))
+            if ids is not None:
+                return int(self.redis.xdel(key, *ids)) if ids else 0
             if older_than_s is None:
                 return int(self.redis.xtrim(key, maxlen=0, approximate=False))
             now_s, now_us = self.redis.time()
