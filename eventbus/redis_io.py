@@ -15,7 +15,12 @@ from eventbus.errors import BusConnectionError, BusRefused, EventBusError
 T = TypeVar("T")
 
 TRANSIENT: tuple[type[BaseException], ...] = (redis.ConnectionError, redis.TimeoutError)
-_REFUSALS = ("OOM", "NOPERM", "READONLY", "MISCONF", "NOSCRIPT", "BUSY")
+# Refusals: the command was understood and not carried out (nothing was written).
+_REFUSALS: tuple[type[BaseException], ...] = (
+    redis.exceptions.OutOfMemoryError,
+    redis.exceptions.NoPermissionError,
+    redis.exceptions.ReadOnlyError,
+)
 
 
 def raw_client(client: redis.Redis) -> redis.Redis:
@@ -56,9 +61,11 @@ def translated(what: str) -> Iterator[None]:
         yield
     except TRANSIENT as exc:
         raise BusConnectionError(f"{what}: Redis unreachable ({error_text(exc)})") from exc
+    except _REFUSALS as exc:
+        raise BusRefused(f"{what}: Redis refused it ({type(exc).__name__}: {exc})") from exc
     except redis.ResponseError as exc:
         text = str(exc)
-        if text.split(" ", 1)[0] in _REFUSALS or "OOM" in text or "NOPERM" in text:
+        if text.split(" ", 1)[0] in ("OOM", "NOPERM", "READONLY", "MISCONF"):
             raise BusRefused(f"{what}: Redis refused it ({text})") from exc
         raise EventBusError(f"{what}: {text}") from exc
     except redis.RedisError as exc:
