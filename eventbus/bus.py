@@ -244,7 +244,8 @@ class TenantEventBus:
     ) -> list[RawEntry]:
         """XREADGROUP over ``{key: id}``; raw entries. Raises redis errors untranslated."""
         block = None if block_ms is None else max_block_ms(self.redis, block_ms)
-        reply = self.redis.xreadgroup(group, consumer, dict(streams), count=count, block=block)
+        wanted: Any = dict(streams)
+        reply = self.redis.xreadgroup(group, consumer, wanted, count=count, block=block)
         return list(_iter_entries(reply))
 
     def ack(self, stream: str, group: str, *message_ids: str) -> int:

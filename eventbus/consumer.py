@@ -30,12 +30,15 @@ from eventbus.handler import DeliveryObserver, Handler, HandlerContext
 from eventbus.heartbeat import Heartbeat
 from eventbus.keys import validate_consumer, validate_group, validate_stream
 from eventbus.outcomes import Outcome, Outcomes
-from eventbus.redis_io import TRANSIENT, error_text, is_nogroup
+from eventbus.redis_io import TRANSIENT, error_text, is_nogroup, s
 from eventbus.retry import MAX_RETRIES, RETRY_DELAYS, FailureInfo, RetryPolicy
 from eventbus.schemas import AgentEvent
 from eventbus.settings import ConsumerSettings
 
 _RETRY_COUNT = b"_retry_count"
+# Errors the loop waits out (with backoff) instead of crashing: Redis unreachable or loading,
+# or refusing (out of memory, read-only...).
+_RECOVERABLE: tuple[type[BaseException], ...] = (*TRANSIENT, EventBusError)
 
 
 class Reclaimed(NamedTuple):
@@ -156,7 +159,7 @@ class EventConsumer:
                     failures += 1  # refused (OOM, READONLY...): back off, never crash
                     self._wait_for_redis(exc, failures)
                     continue
-                except (*TRANSIENT, EventBusError) as exc:
+                except _RECOVERABLE as exc:
                     failures += 1
                     self._wait_for_redis(exc, failures)
                     continue
@@ -291,12 +294,7 @@ class EventConsumer:
             count=len(entries),
             consumername=self.consumer_name,
         )
-        return {
-            (
-                r["message_id"].decode() if isinstance(r["message_id"], bytes) else r["message_id"]
-            ): int(r["times_delivered"])
-            for r in rows
-        }
+        return {s(r["message_id"]): int(r["times_delivered"]) for r in rows}
 
     def _promote(self) -> None:
         moved, wait_ms = self._scripts.promote_due(

@@ -95,8 +95,13 @@ def run(client: redis.Redis) -> None:
     print("\n2. the writer consumes (retries after 0.5 s, 1 s, 2 s; then the DLQ)")
     writer = WriterAgent(bus)
     consumer = EventConsumer(
-        bus, STREAM, "writers", "writer-1", dlq,
-        retry_delays=[0.5, 1.0, 2.0], settings=ConsumerSettings(block_ms=100),
+        bus,
+        STREAM,
+        "writers",
+        "writer-1",
+        dlq,
+        retry_delays=[0.5, 1.0, 2.0],
+        settings=ConsumerSettings(block_ms=100),
     )
     deadline = time.monotonic() + 10
     while dlq.count(STREAM) == 0 and time.monotonic() < deadline:

@@ -173,14 +173,14 @@ class DeadLetterQueue:
     ) -> list[DeadLetter]:
         """Dead letters of ``original_stream``, oldest first, decoded, with their errors."""
         with translated(f"list DLQ of {original_stream!r}"):
-            rows = self.redis.xrange(self.keys.dlq(original_stream), min=start, count=count)
+            rows: Any = self.redis.xrange(self.keys.dlq(original_stream), min=start, count=count)
         return [_parse(s(i), f) for i, f in rows]
 
     def get(self, original_stream: str, dlq_id: str) -> DeadLetter:
         """One dead letter; :class:`DLQEntryNotFound` if there is none with that id."""
         with translated(f"read DLQ entry {dlq_id!r}"):
             try:
-                rows = self.redis.xrange(self.keys.dlq(original_stream), dlq_id, dlq_id)
+                rows: Any = self.redis.xrange(self.keys.dlq(original_stream), dlq_id, dlq_id)
             except redis.ResponseError as exc:
                 raise DLQEntryNotFound(f"invalid DLQ message id {dlq_id!r}: {exc}") from exc
         if not rows:

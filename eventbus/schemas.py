@@ -164,7 +164,7 @@ class AgentEvent(BaseModel):
         return out
 
     @classmethod
-    def from_stream_dict(cls, fields: Mapping[str | bytes, str | bytes]) -> AgentEvent:
+    def from_stream_dict(cls, fields: Mapping[Any, Any]) -> AgentEvent:
         """Decode a stream entry (``str`` or ``bytes`` keys and values).
 
         Unknown fields (from a newer minor version) and reserved ``_`` fields are ignored.
@@ -200,7 +200,7 @@ class AgentEvent(BaseModel):
             raise DecodeError(_describe(exc)) from exc
 
 
-def _decode_fields(fields: Mapping[str | bytes, str | bytes]) -> dict[str, str]:
+def _decode_fields(fields: Mapping[Any, Any]) -> dict[str, str]:
     out: dict[str, str] = {}
     for key, value in fields.items():
         try:

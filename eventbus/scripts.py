@@ -18,7 +18,7 @@ _INCLUDE = "-- @include "
 
 def load_source(name: str) -> str:
     """The source of ``eventbus/lua/<name>``, with ``-- @include`` lines expanded."""
-    text = resources.files("eventbus").joinpath("lua", name).read_text(encoding="utf-8")
+    text = resources.files("eventbus").joinpath("lua").joinpath(name).read_text(encoding="utf-8")
     lines = []
     for line in text.splitlines():
         if line.startswith(_INCLUDE):
@@ -44,9 +44,7 @@ class Scripts:
         self._replay = client.register_script(load_source("replay.lua"))
         self._reclaim = client.register_script(load_source("reclaim.lua"))
         self._trim_acked = client.register_script(load_source("trim_acked.lua"))
-        self._delete_idle_consumer = client.register_script(
-            load_source("delete_idle_consumer.lua")
-        )
+        self._delete_idle_consumer = client.register_script(load_source("delete_idle_consumer.lua"))
 
     @staticmethod
     def _call(script: Script, keys: Sequence[str], args: Sequence[Any], client: Any) -> Any:
