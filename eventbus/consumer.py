@@ -112,6 +112,7 @@ class EventConsumer:
         )
         self._stop = threading.Event()
         self._ready = False
+        self._was_ready = False  # groups were seen once: creating them again is news
         self._own_pending_checked = False
         self._next_promote = 0.0
         self._next_reclaim = 0.0
@@ -245,23 +246,25 @@ class EventConsumer:
 
     # -- reading -------------------------------------------------------------------------
 
-    def _ensure_ready(self) -> None:
+    def _ensure_ready(self, cause: BaseException | None = None) -> None:
         if self._ready:
             return
-        self.bus.ensure_group(self.stream, self.group)
-        self.bus.ensure_group(self.stream, self.group, key=self._retry)
-        self._ready = True
+        created = self.bus.ensure_group(self.stream, self.group)
+        created = self.bus.ensure_group(self.stream, self.group, key=self._retry) or created
+        if created and self._was_ready:  # it existed before: it vanished meanwhile
+            self.log.error(
+                "consumer_group_recreated",
+                error=error_text(cause) if cause else "group missing after reconnecting",
+                warning="the group or stream vanished (Redis restarted without persistence, "
+                "or they were deleted): unacknowledged entries may be lost; reading from "
+                "the start",
+            )
+        self._ready = self._was_ready = True
 
     def _recreate_groups(self, exc: BaseException) -> None:
         self._ready = False
         self._acks.clear()
-        self._ensure_ready()
-        self.log.error(
-            "consumer_group_recreated",
-            error=error_text(exc),
-            warning="the group or stream vanished (Redis restarted without persistence, or "
-            "they were deleted): unacknowledged entries may be lost; reading from the start",
-        )
+        self._ensure_ready(cause=exc)
 
     def _handle_own_pending(self, handler: Handler) -> int:
         """Handle entries already delivered to this consumer (after a restart or reclaim)."""
