@@ -77,6 +77,11 @@ class Recorder:
             return [t for t, e in self.calls if e.event_id == event_id]
 
 
+def named(logs: list[dict[str, Any]], event: str) -> list[dict[str, Any]]:
+    """The captured log entries (structlog.testing.capture_logs) of one event name."""
+    return [e for e in logs if e["event"] == event]
+
+
 def always_fail(event: AgentEvent, attempt: int) -> bool:
     return True
 

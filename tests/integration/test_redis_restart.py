@@ -16,7 +16,7 @@ from structlog.testing import capture_logs
 from eventbus import ConsumerSettings, DeadLetterQueue, TenantEventBus
 from eventbus.localredis import LocalRedis
 from tests.conftest import wait_for
-from tests.integration.helpers import Recorder, consumer, make_event, running
+from tests.integration.helpers import Recorder, consumer, make_event, named, running
 
 SETTINGS = ConsumerSettings(
     block_ms=200, retry_poll_ms=100, reclaim_interval_s=0.5, reconnect_max_wait_s=0.5
@@ -50,10 +50,6 @@ def handled_all(handler: Recorder, events: list) -> bool:
 def no_retry_client(server: LocalRedis) -> redis.Redis:
     """A client without redis-py's own retries: the consumer loop sees every failure."""
     return server.client(retry=Retry(NoBackoff(), 0))
-
-
-def named(logs: list[dict], event: str) -> list[dict]:
-    return [e for e in logs if e["event"] == event]
 
 
 def test_loop_survives_a_killed_and_restarted_redis_with_aof(aof_server: LocalRedis) -> None:
