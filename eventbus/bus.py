@@ -209,13 +209,22 @@ class TenantEventBus:
             try:
                 self.redis.xgroup_create(key, group, id="0", mkstream=True)
             except redis.ResponseError as exc:
-                if "BUSYGROUP" not in str(exc):
+                # Under OOM Redis refuses XGROUP CREATE even when the group exists, while
+                # reads and acks still work: a worker (re)started then must still consume.
+                if "BUSYGROUP" not in str(exc) and not self._group_exists(key, group):
                     raise
                 created = False
             else:
                 created = True
         self._groups_seen.add((key, group))
         return created
+
+    def _group_exists(self, key: str, group: str) -> bool:
+        try:
+            groups = self.redis.xinfo_groups(key)
+        except redis.ResponseError:  # no such key
+            return False
+        return any(s(g["name"]) == group for g in groups)
 
     def subscribe(
         self, stream: str, group: str, consumer: str, count: int = 10, block: int = 5000

@@ -71,6 +71,7 @@ class TenantKeys:
     ``t:{T}:events:{S}:retry:{G}``            stream  retries that are due, for group G only
     ``t:{T}:sched:{S}:{G}``                   zset    retries waiting for their time (ms)
     ``t:{T}:dedupe:{S}:{event_id}``           string  publish dedupe marker -> message id
+    ``t:{T}:done:{S}:{G}:{event_id}``         string  group G finished the event (dedupe.py)
     ``t:{T}:streams``                         set     names of the tenant's streams
     ========================================  ======  =====================================
     """
@@ -102,6 +103,13 @@ class TenantKeys:
 
     def dedupe(self, stream: str, event_id: str) -> str:
         return f"t:{self.tenant_id}:dedupe:{validate_stream(stream)}:{validate_event_id(event_id)}"
+
+    def done(self, stream: str, group: str, event_id: str) -> str:
+        """Marker: group G of stream S has finished the event (see :mod:`eventbus.dedupe`)."""
+        return (
+            f"t:{self.tenant_id}:done:{validate_stream(stream)}:{validate_group(group)}:"
+            f"{validate_event_id(event_id)}"
+        )
 
     def registry(self) -> str:
         """The set of stream names, so operators can list streams without SCAN."""
