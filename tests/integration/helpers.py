@@ -108,8 +108,13 @@ def running(c: EventConsumer, handler: Handler, stop_within_s: float = 10.0) -> 
     assert not errors, f"process_loop raised {errors[0]!r}"
 
 
-def drain(c: EventConsumer, handler: Handler, until: Callable[[], object], timeout_s: float = 10.0):
-    """Call ``process_batch`` until ``until()`` is truthy (bounded)."""
-    return wait_for(
-        lambda: c.process_batch(handler, block_ms=20) is not None and until(), timeout_s
-    )
+def drain(
+    c: EventConsumer, handler: Handler, until: Callable[[], object], timeout_s: float = 10.0
+) -> None:
+    """Run ``process_batch`` rounds (20 ms reads) until ``until()`` is truthy (bounded)."""
+
+    def one_round_then_check() -> object:
+        c.process_batch(handler, block_ms=20)
+        return until()
+
+    wait_for(one_round_then_check, timeout_s)

@@ -228,20 +228,23 @@ def test_logs_of_retry_and_dead_letter_carry_the_delivery_context(
 
 
 def test_stop_from_another_thread_ends_the_loop_within_a_block_interval(
-    bus: TenantEventBus, dlq: DeadLetterQueue
+    r: redis.Redis, bus: TenantEventBus, dlq: DeadLetterQueue
 ) -> None:
-    settings = ConsumerSettings(block_ms=300, retry_poll_ms=5000, reclaim_interval_s=60)
+    settings = ConsumerSettings(block_ms=500, retry_poll_ms=5000, reclaim_interval_s=60)
     c = consumer(bus, dlq, settings=settings)
     started = threading.Event()
     bus.publish("tasks", make_event())
 
+    def blocked_in_xreadgroup() -> bool:
+        return any(x["cmd"] == "xreadgroup" and "b" in x["flags"] for x in r.client_list())
+
     with running(c, lambda e: started.set(), stop_within_s=2):
         assert started.wait(5)
-        time.sleep(0.1)  # let the loop enter its blocking read
+        wait_for(blocked_in_xreadgroup)
         stop_at = time.monotonic()
         c.stop()
         wait_for(lambda: not c.stopping, timeout_s=2)  # process_loop clears it on exit
-        assert time.monotonic() - stop_at < 0.3 + 0.2
+        assert time.monotonic() - stop_at < 0.5 + 0.3
 
 
 def test_consumer_refuses_a_dead_letter_queue_of_another_tenant(
