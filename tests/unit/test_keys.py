@@ -121,7 +121,11 @@ def test_key_factory_validates_every_name_it_formats() -> None:
 
 # -- properties -----------------------------------------------------------------------
 
-_valid = st.from_regex(r"[A-Za-z0-9_.\-]{1,64}", fullmatch=True)
+_valid = st.from_regex(r"[A-Za-z0-9_.\-]{1,64}", fullmatch=True).filter(
+    lambda n: n not in {".", ".."}
+)
+# A tiny alphabet makes near-collisions ("a.b" vs "a", "b"...) likely.
+_short = st.from_regex(r"[ab._\-]{1,4}", fullmatch=True).filter(lambda n: n not in {".", ".."})
 # Mostly valid names, some with unsafe characters: both sides of the validator get drawn.
 _names = _valid | st.text(st.sampled_from("ab_-.:*{} Z9/"), min_size=0, max_size=6)
 
@@ -134,11 +138,10 @@ def _accepted(validate: Callable[[object], str], value: str) -> bool:
     return True
 
 
-@given(tenant=_names, stream=_names, group=_names)
+@given(tenant=_valid | _short, stream=_valid | _short, group=_names)
 def test_every_accepted_name_yields_keys_inside_the_tenant_prefix(
     tenant: str, stream: str, group: str
 ) -> None:
-    assume(_accepted(validate_tenant_id, tenant) and _accepted(validate_stream, stream))
     keys = TenantKeys(tenant)
     made = [keys.stream(stream), keys.dlq(stream), keys.dedupe(stream, "e-1")]
     if _accepted(validate_group, group):
@@ -150,20 +153,16 @@ def test_every_accepted_name_yields_keys_inside_the_tenant_prefix(
         assert not set(key) & set("*{} ")
 
 
-@given(a=st.tuples(_names, _names), b=st.tuples(_names, _names))
+@given(a=st.tuples(_short, _short), b=st.tuples(_short | _valid, _short))
 def test_different_tenant_stream_pairs_never_share_a_stream_key(
     a: tuple[str, str], b: tuple[str, str]
 ) -> None:
-    def key_of(pair: tuple[str, str]) -> str | None:
-        tenant, stream = pair
-        if not (_accepted(validate_tenant_id, tenant) and _accepted(validate_stream, stream)):
-            return None
-        return TenantKeys(tenant).stream(stream)
+    assume(a != b)
+    ka, kb = (TenantKeys(t) for t, _ in (a, b))
 
-    ka, kb = key_of(a), key_of(b)
-    assume(ka is not None and kb is not None and a != b)
-    assert ka != kb
-    assert TenantKeys(a[0]).dlq(a[1]) != TenantKeys(b[0]).dlq(b[1])
+    assert ka.stream(a[1]) != kb.stream(b[1])
+    assert ka.dlq(a[1]) != kb.dlq(b[1])
+    assert ka.stream(a[1]) != kb.dlq(b[1])
 
 
 @given(name=_names)

@@ -193,7 +193,7 @@ def test_decode_error_is_a_value_error() -> None:
 # -- exact round trip (property) ------------------------------------------------------
 
 _text = st.text(max_size=20)
-_agent = st.text(st.characters() | st.sampled_from(',"\\[]'), min_size=1, max_size=12)
+_agent = st.text(st.characters(codec="utf-8") | st.sampled_from(',"\\[]'), min_size=1, max_size=12)
 _json = st.recursive(
     st.none()
     | st.booleans()
