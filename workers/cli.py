@@ -1,0 +1,327 @@
+"""The operator CLI: ``eventbus publish | tail | stats | dlq ... | supervise``.
+
+One console script; each subcommand is a small function in ``COMMANDS``. Bad input, bus
+errors and Redis errors end as one ``eventbus: error: ...`` line on stderr and exit 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import re
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from functools import cached_property
+from typing import Any, cast
+
+import redis
+from redis.backoff import ExponentialBackoff, NoBackoff
+from redis.retry import Retry
+
+from eventbus.bus import TenantEventBus
+from eventbus.dlq import DeadLetterQueue
+from eventbus.errors import BusConnectionError, EventBusError, StreamNotFound
+from eventbus.keys import TenantKeys, validate_stream
+from eventbus.logs import configure_logging
+from eventbus.redis_io import max_block_ms, s, translated
+from eventbus.settings import BusSettings
+from workers import cli_events
+from workers.cli_args import parse_args
+from workers.cli_format import (
+    dlq_text,
+    dumps,
+    letter_full,
+    letter_summary,
+    letter_text,
+    stats_text,
+    tail_record,
+)
+from workers.cli_stats import tenant_stats
+
+CONNECT_TIMEOUT_S = 2.0  # an unreachable Redis is reported within about this
+SOCKET_TIMEOUT_S = 5.0  # longest wait for one reply; tail's BLOCK stays below it
+CALL_RETRIES = 1  # redis-py retries of a call that failed on a connection error
+TAIL_BLOCK_MS = 5000  # one XREAD BLOCK of tail (clamped below SOCKET_TIMEOUT_S)
+TAIL_READ_COUNT = 100  # entries per XREAD of tail
+_STREAM_ID = re.compile(r"\d+(-\d+)?")
+_PASSWORD_USERINFO = re.compile(r"^([a-z]+://[^:@/]*):[^@/]*@")
+_PASSWORD_QUERY = re.compile(r"([?&]password=)[^&#]*")
+_REFUSED = re.compile(r"Error -?\d+ connecting to \S+?\. (.+?)\.?$")
+
+
+class CliError(Exception):
+    """A problem the CLI reports as one line and exit code 1."""
+
+
+class Ops:
+    """What a subcommand works with: its arguments, the tenant's keys (validated before
+    any I/O) and, on first use, a Redis client, the bus and the DLQ."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.keys = TenantKeys(args.tenant)
+        if getattr(args, "stream", None) is not None:
+            validate_stream(args.stream)
+        self.settings = BusSettings(maxlen=getattr(args, "maxlen", BusSettings.maxlen))
+
+    @cached_property
+    def client(self) -> redis.Redis:
+        return connect(self.args.redis_url)
+
+    @cached_property
+    def bus(self) -> TenantEventBus:
+        return TenantEventBus(self.client, self.keys.tenant_id, settings=self.settings)
+
+    @cached_property
+    def dlq(self) -> DeadLetterQueue:
+        return DeadLetterQueue(self.client, self.keys.tenant_id)
+
+    def require_stream(self, stream: str) -> None:
+        """StreamNotFound unless the stream is registered or it or its DLQ exists."""
+        with translated(f"look up stream {stream!r}"):
+            pipe = self.bus.redis.pipeline(transaction=False)
+            pipe.sismember(self.keys.registry(), stream)
+            pipe.exists(self.keys.stream(stream), self.keys.dlq(stream))
+            registered, existing = pipe.execute()
+        if not registered and not existing:
+            raise StreamNotFound(
+                f"stream {stream!r} of tenant {self.keys.tenant_id!r} does not exist "
+                "('eventbus stats' lists the tenant's streams)"
+            )
+
+
+def connect(url: str) -> redis.Redis:
+    """A bytes client checked with one PING (no retry: an unreachable Redis is reported
+    within CONNECT_TIMEOUT_S); later calls retry a connection error CALL_RETRIES times."""
+    client = redis.Redis.from_url(
+        url,
+        socket_connect_timeout=CONNECT_TIMEOUT_S,
+        socket_timeout=SOCKET_TIMEOUT_S,
+        retry=Retry(NoBackoff(), 0),
+        client_name="eventbus-cli",
+    )
+    try:
+        client.ping()
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        raise CliError(f"cannot reach Redis at {redact(url)} ({reason(exc)})") from exc
+    except redis.RedisError as exc:
+        raise CliError(f"Redis at {redact(url)} failed PING ({reason(exc)})") from exc
+    client.set_retry(Retry(ExponentialBackoff(cap=0.5, base=0.1), CALL_RETRIES))
+    return client
+
+
+def redact(url: str) -> str:
+    """The URL with its password (in the user info or a ``password=`` query) as ``***``."""
+    url = _PASSWORD_USERINFO.sub(r"\1:***@", url)
+    return _PASSWORD_QUERY.sub(r"\1***", url)
+
+
+def reason(exc: BaseException) -> str:
+    """``Connection refused`` out of redis-py's ``Error 111 connecting to h:p. ...``."""
+    text = str(exc)
+    match = _REFUSED.match(text)
+    return match.group(1) if match else text or type(exc).__name__
+
+
+def stream_id(value: str) -> str:
+    if not _STREAM_ID.fullmatch(value):
+        raise CliError(f"invalid DLQ id {value!r}: expected a stream id like 1718000000000-0")
+    return value
+
+
+# -- subcommands -------------------------------------------------------------------------
+
+
+def publish(ops: Ops) -> int:
+    """One event from the flags, or JSON lines from stdin; prints the message ids."""
+    a = ops.args
+    if a.stdin:
+        max_bytes = ops.settings.max_event_bytes
+        for batch in cli_events.read_batches(
+            sys.stdin.buffer, ops.keys.tenant_id, batch_size=a.batch_size, max_bytes=max_bytes
+        ):
+            print("\n".join(ops.bus.publish_many(a.stream, batch)), flush=True)
+        return 0
+    values: dict[str, Any] = {
+        "tenant_id": ops.keys.tenant_id,
+        "event_type": a.type,
+        "source_agent_id": a.source,
+        "call_chain": [p.strip() for p in a.chain.split(",")] if a.chain else [a.source],
+        "data": cli_events.parse_data(a.data or "{}"),
+        "context_refs": a.context_ref or [],
+        "priority": a.priority,
+        "correlation_id": a.correlation_id,
+        "parent_event_id": a.parent_event_id,
+        "event_id": a.event_id,
+    }
+    values = {k: v for k, v in values.items() if v is not None}
+    event = cli_events.build_event(values, max_bytes=ops.settings.max_event_bytes)
+    print(ops.bus.publish(a.stream, event))
+    return 0
+
+
+def tail(ops: Ops) -> int:
+    """Follow a stream with plain XREAD (no group); one JSON line per entry."""
+    a = ops.args
+    ops.require_stream(a.stream)
+    key = ops.keys.stream(a.stream)
+    client = ops.bus.redis
+    last = "0-0" if a.from_start else _last_id(client, key)
+    block = max_block_ms(client, TAIL_BLOCK_MS)
+    seen = 0
+    try:
+        while a.count is None or seen < a.count:
+            want = TAIL_READ_COUNT if a.count is None else min(TAIL_READ_COUNT, a.count - seen)
+            for message_id, fields in _xread(client, key, last, want, block):
+                print(dumps(tail_record(message_id, fields, ops.keys.tenant_id)), flush=True)
+                last, seen = message_id, seen + 1
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def _last_id(client: redis.Redis, key: str) -> str:
+    """The stream's last generated id, so no entry added between two reads is missed."""
+    try:
+        return s(client.xinfo_stream(key)["last-generated-id"])
+    except redis.ResponseError as exc:
+        if "no such key" in str(exc).lower():
+            return "0-0"
+        raise
+
+
+def _xread(
+    client: redis.Redis, key: str, after: str, count: int, block_ms: int
+) -> Iterator[tuple[str, dict[str | bytes, str | bytes]]]:
+    reply: Any = client.xread({key: after}, count=count, block=block_ms)
+    items = reply.items() if isinstance(reply, dict) else (reply or [])
+    for _key, entries in items:
+        for message_id, fields in entries:
+            yield s(message_id), dict(fields)
+
+
+def stats(ops: Ops) -> int:
+    """Length, groups, consumers, DLQ and retries of one stream or all of the tenant's."""
+    a = ops.args
+    if a.stream:
+        ops.require_stream(a.stream)
+    names = [a.stream] if a.stream else ops.bus.streams()
+    doc = tenant_stats(ops.bus, ops.dlq, names)
+    print(dumps(doc) if a.json else stats_text(doc))
+    return 0
+
+
+def dlq_list(ops: Ops) -> int:
+    a = ops.args
+    ops.require_stream(a.stream)
+    letters = ops.dlq.list_dlq_messages(a.stream, count=a.count)
+    total = ops.dlq.count(a.stream)
+    if a.json:
+        entries = [letter_summary(x) for x in letters]
+        doc = {"tenant": ops.keys.tenant_id, "stream": a.stream, "total": total}
+        print(dumps({**doc, "entries": entries}))
+    else:
+        print(dlq_text(a.stream, letters, total))
+    return 0
+
+
+def dlq_show(ops: Ops) -> int:
+    a = ops.args
+    dlq_id = stream_id(a.id)
+    ops.require_stream(a.stream)
+    letter = ops.dlq.get(a.stream, dlq_id)
+    print(dumps(letter_full(letter)) if a.json else letter_text(letter))
+    return 0
+
+
+def dlq_replay(ops: Ops) -> int:
+    """Prints the new message id of each replayed dead letter; a summary on stderr."""
+    a = ops.args
+    dlq_id = stream_id(a.id) if a.id else None
+    ops.require_stream(a.stream)
+    if dlq_id:
+        new_ids = [ops.dlq.replay_message(a.stream, dlq_id)]
+    else:
+        event_type = a.event_type.value if a.event_type else None
+        new_ids = ops.dlq.replay_all(a.stream, event_type=event_type)
+    for new_id in new_ids:
+        print(new_id)
+    print(f"replayed {len(new_ids)} dead letter(s) of stream {a.stream!r}", file=sys.stderr)
+    return 0
+
+
+def dlq_purge(ops: Ops) -> int:
+    a = ops.args
+    if not a.yes:
+        raise CliError("purge deletes dead letters for good: add --yes to confirm")
+    ids = [stream_id(i) for i in a.id] if a.id else None
+    ops.require_stream(a.stream)
+    deleted = ops.dlq.purge(a.stream, ids=ids, older_than_s=a.older_than)
+    print(f"purged {deleted} dead letter(s) from the DLQ of stream {a.stream!r}")
+    return 0
+
+
+def supervise(argv: list[str]) -> int:
+    """``eventbus supervise ARGS`` is ``eventbus-supervisor ARGS`` (imported only here)."""
+    try:
+        module = importlib.import_module("workers.supervisor")
+    except ModuleNotFoundError as exc:
+        if exc.name != "workers.supervisor":
+            raise
+        raise CliError("the supervisor is not installed (no module workers.supervisor)") from None
+    return cast(Callable[[list[str]], int], module.main)(argv)
+
+
+COMMANDS: dict[str, Callable[[Ops], int]] = {
+    "publish": publish,
+    "tail": tail,
+    "stats": stats,
+    "dlq list": dlq_list,
+    "dlq show": dlq_show,
+    "dlq replay": dlq_replay,
+    "dlq purge": dlq_purge,
+}
+
+
+def error_line(exc: BaseException, url: str | None) -> str:
+    """One line for any error the CLI reports."""
+    if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)) or (
+        type(exc) is BusConnectionError
+        and isinstance(exc.__cause__, (redis.ConnectionError, redis.TimeoutError))
+    ):
+        cause = exc.__cause__ if isinstance(exc, BusConnectionError) else exc
+        text = f"cannot reach Redis at {redact(url or '?')} ({reason(cause or exc)})"
+    elif type(exc) is KeyError and exc.args:
+        text = str(exc.args[0])
+    else:
+        text = str(exc) or type(exc).__name__
+    return "; ".join(part.strip() for part in text.splitlines() if part.strip())
+
+
+ERRORS = (CliError, EventBusError, ValueError, KeyError, redis.RedisError)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``eventbus`` console script; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    url: str | None = None
+    try:
+        if argv[:1] == ["supervise"]:
+            return supervise(argv[1:])
+        args = parse_args(argv, os.environ)
+        url = args.redis_url
+        configure_logging(args.log_level)
+        return COMMANDS[args.command](Ops(args))
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # stdout closed early (`| head`): exit without a traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except ERRORS as exc:
+        print(f"eventbus: error: {error_line(exc, url)}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
