@@ -1,4 +1,4 @@
-"""The operator CLI: ``eventbus publish | tail | stats | dlq ... | supervise``.
+"""The operator CLI: ``eventbus publish | tail | stats | dlq ... | acl | supervise``.
 
 One console script; each subcommand is a small function in ``COMMANDS``. Bad input, bus
 errors and Redis errors end as one ``eventbus: error: ...`` line on stderr and exit 1.
@@ -19,6 +19,7 @@ import redis
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.retry import Retry
 
+from eventbus.acl import tenant_users
 from eventbus.bus import TenantEventBus
 from eventbus.dlq import DeadLetterQueue
 from eventbus.errors import BusConnectionError, EventBusError, StreamNotFound
@@ -273,6 +274,31 @@ def supervise(argv: list[str]) -> int:
     return cast(Callable[[list[str]], int], module.main)(argv)
 
 
+def acl(argv: list[str]) -> int:
+    """``eventbus acl TENANT``: print the ACL SETUSER lines of the tenant's users."""
+    parser = argparse.ArgumentParser(
+        prog="eventbus acl",
+        description="Print ACL SETUSER commands for TENANT's worker and publisher users "
+        "(keys ~t:TENANT:* only, just the commands each role needs). Nothing is sent to "
+        "Redis: pipe the output into redis-cli as an admin, e.g. "
+        "'eventbus acl acme | redis-cli'. Passwords are random unless given.",
+    )
+    parser.add_argument("tenant", metavar="TENANT")
+    parser.add_argument("--worker-password", help="password of eventbus-TENANT-worker")
+    parser.add_argument("--publisher-password", help="password of eventbus-TENANT-publisher")
+    args = parser.parse_args(argv)
+    users = tenant_users(
+        args.tenant,
+        worker_password=args.worker_password,
+        publisher_password=args.publisher_password,
+    )
+    for user in users:
+        print(user.setuser_line())
+    for user in users:
+        print(f"# {user.role}: {user.url(host='HOST', port=6379)}", file=sys.stderr)
+    return 0
+
+
 COMMANDS: dict[str, Callable[[Ops], int]] = {
     "publish": publish,
     "tail": tail,
@@ -309,6 +335,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if argv[:1] == ["supervise"]:
             return supervise(argv[1:])
+        if argv[:1] == ["acl"]:
+            return acl(argv[1:])
         args = parse_args(argv, os.environ)
         url = args.redis_url
         configure_logging(args.log_level)

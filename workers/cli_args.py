@@ -246,6 +246,11 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     _add_readers(sub, common)
     _add_dlq(sub, common)
     sub.add_parser(
+        "acl",
+        add_help=False,
+        help="print ACL SETUSER lines for a tenant's users (see 'eventbus acl --help')",
+    )
+    sub.add_parser(
         "supervise",
         add_help=False,
         help="run the worker pool supervisor (all further arguments go to it; "
@@ -264,8 +269,8 @@ def parse_args(argv: Sequence[str], environ: Mapping[str, str]) -> argparse.Name
     """Parse and check combinations; usage errors exit 2."""
     parser = build_parser(environ)
     args = parser.parse_args(argv)
-    if args.subcommand == "supervise":  # main() hands "eventbus supervise ..." over unparsed
-        parser.error("'supervise' must come first: eventbus supervise [its own flags]")
+    if args.subcommand in ("supervise", "acl"):  # main() hands these over unparsed
+        parser.error(f"'{args.subcommand}' must come first: eventbus {args.subcommand} ...")
     p: argparse.ArgumentParser = args.parser
     if args.tenant is None:
         p.error("--tenant is required (or set EVENTBUS_TENANT)")

@@ -17,7 +17,7 @@ from eventbus import AgentEvent, EventType, HandlerContext, TenantEventBus, want
 AGENT_ID = "writer"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _bus(tenant: str) -> TenantEventBus:
     # One client per worker process, made lazily in the worker (never before the spawn).
     url = os.environ.get("EVENTBUS_REDIS_URL", "redis://127.0.0.1:6379/0")
