@@ -204,10 +204,13 @@ class TenantEventBus:
         Returns True if it was created now. ``key`` overrides the stream key (retry streams).
         """
         validate_group(group)
+        main = key is None
         key = key or self.keys.stream(stream)
         with translated(f"create group {group!r} on {stream!r}"):
             try:
                 self.redis.xgroup_create(key, group, id="0", mkstream=True)
+                if main:  # listed like published streams (the registry)
+                    self.redis.sadd(self.keys.registry(), stream)
             except redis.ResponseError as exc:
                 # Under OOM Redis refuses XGROUP CREATE even when the group exists, while
                 # reads and acks still work: a worker (re)started then must still consume.

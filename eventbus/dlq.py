@@ -18,7 +18,7 @@ from eventbus.errors import DecodeError, DLQEntryNotFound
 from eventbus.keys import TenantKeys, validate_group
 from eventbus.redis_io import raw_client, s, translated
 from eventbus.retry import FailureInfo
-from eventbus.schemas import AgentEvent
+from eventbus.schemas import AgentEvent, EventType
 from eventbus.scripts import Scripts
 
 log = structlog.get_logger("eventbus.dlq")
@@ -121,6 +121,14 @@ def _parse(dlq_id: str, raw: Mapping[bytes, bytes]) -> DeadLetter:
         event=event,
         decode_error=decode_error,
     )
+
+
+def _event_type_value(name_or_value: str) -> str:
+    for member in EventType:
+        if name_or_value in (member.value, member.name):
+            return member.value
+    known = ", ".join(m.name for m in EventType)
+    raise ValueError(f"unknown event type {name_or_value!r}; known: {known}")
 
 
 class DeadLetterQueue:
@@ -226,7 +234,10 @@ class DeadLetterQueue:
     def replay_all(
         self, original_stream: str, *, event_type: str | None = None, limit: int | None = None
     ) -> list[str]:
-        """Replay every dead letter (or those of one event type); returns the new ids."""
+        """Replay every dead letter (or those of one event type, by value or by name, e.g.
+        ``"task_failed"`` or ``"TASK_FAILED"``); returns the new ids."""
+        if event_type is not None:
+            event_type = _event_type_value(event_type)
         replayed: list[str] = []
         start = "-"
         while limit is None or len(replayed) < limit:

@@ -150,6 +150,17 @@ def test_replay_all_with_an_event_type_filter_replays_only_that_type(
     assert len(dlq.replay_all("tasks")) == 1 and dlq.count("tasks") == 0
 
 
+def test_replay_all_accepts_the_event_type_by_name_and_refuses_unknown_types(
+    bus: TenantEventBus, dlq: DeadLetterQueue
+) -> None:
+    dead_letter_via(bus, dlq, make_event())
+    with pytest.raises(ValueError, match="'TASK_EXPLODED'"):
+        dlq.replay_all("tasks", event_type="TASK_EXPLODED")
+    assert dlq.count("tasks") == 1
+    assert len(dlq.replay_all("tasks", event_type="TASK_ASSIGNED")) == 1
+    assert dlq.count("tasks") == 0
+
+
 # -- by hand, count and purge ---------------------------------------------------------
 
 
