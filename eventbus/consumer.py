@@ -319,6 +319,10 @@ class EventConsumer:
             if self._stop.is_set():
                 break  # the rest stay pending on this consumer and are resumed later
             deliveries = counts.get(entry.message_id, 1) if counts else 1
+            if deliveries > 1 or entry.key == self._retry:
+                # A redelivery or a retry may be what killed or hung a worker before: ack
+                # what is done first, or the events before it are handled again at a crash.
+                self._flush_acks()
             self._handle_one(entry, deliveries, handler)
             done += 1
             if self._acks and time.monotonic() - self._acks_since > 0.1:

@@ -23,6 +23,9 @@ from workers.settings import PoolSettings
 
 EXIT_HANDLER_LOAD = 3
 PR_SET_PDEATHSIG = 1
+# Not SIGTERM: Linux sends the parent-death signal once per thread of the child (threads
+# inherit the setting), and a second TERM means "hard stop" here. USR1 only asks to drain.
+PARENT_DEATH_SIGNAL = signal.SIGUSR1
 
 
 @dataclass
@@ -62,10 +65,10 @@ class SlotReporter:
 
 
 def _die_with_parent() -> None:
-    """Ask Linux to send SIGTERM when the supervisor dies (also polled, see below)."""
+    """Ask Linux to signal us when the supervisor dies (also polled, see below)."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        libc.prctl(PR_SET_PDEATHSIG, PARENT_DEATH_SIGNAL, 0, 0, 0)
     except (OSError, AttributeError):
         pass
 
@@ -122,6 +125,10 @@ def run_worker(settings: PoolSettings, index: int, parent_pid: int, slot: SlotSt
             os._exit(128 + signum)  # second TERM: hard stop, the entry stays pending
         consumer.stop()
 
+    def on_parent_death(signum: int, frame: FrameType | None) -> None:
+        consumer.stop()  # finish the event in hand, like a first TERM (may come repeatedly)
+
+    signal.signal(PARENT_DEATH_SIGNAL, on_parent_death)
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
