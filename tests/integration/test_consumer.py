@@ -163,7 +163,7 @@ def test_backoff_does_not_block_other_events(
         wait_for(lambda: set(handler.ids()) >= {e.event_id for e in others}, timeout_s=2)
         assert r.zcard(SCHEDULE_KEY) == 1  # the retry is still waiting
         handled_at = max(handler.times_of(e.event_id)[0] for e in others)
-        assert handled_at - published_at < 0.5
+        assert handled_at - published_at < 1.0  # not held up by the 1.5 s backoff
         wait_for(lambda: len(handler.times_of(slow_retry.event_id)) == 2, timeout_s=5)
 
     first, second = handler.times_of(slow_retry.event_id)
