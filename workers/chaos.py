@@ -31,6 +31,7 @@ import redis
 from eventbus import AgentEvent, EventBusError, EventType, HandlerContext, TenantEventBus
 from eventbus import wants_context as _wants_context
 from eventbus.localredis import LocalRedis, pid_alive
+from eventbus.logs import configure_logging
 
 TENANT, STREAM, GROUP = "chaos", "work", "pool"
 LEDGER_ENV = "EVENTBUS_CHAOS_LEDGER"
@@ -380,6 +381,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.seed is None:
         args.seed = random.randrange(1 << 31)
+    configure_logging("warning", "console")  # the library's own warnings, on stderr
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
