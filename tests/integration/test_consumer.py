@@ -238,13 +238,17 @@ def test_stop_from_another_thread_ends_the_loop_within_a_block_interval(
     def blocked_in_xreadgroup() -> bool:
         return any(x["cmd"] == "xreadgroup" and "b" in x["flags"] for x in r.client_list())
 
-    with running(c, lambda e: started.set(), stop_within_s=2):
-        assert started.wait(5)
-        wait_for(blocked_in_xreadgroup)
-        stop_at = time.monotonic()
-        c.stop()
-        wait_for(lambda: not c.stopping, timeout_s=2)  # process_loop clears it on exit
-        assert time.monotonic() - stop_at < 0.5 + 0.3
+    loop = threading.Thread(target=c.process_loop, args=(lambda e: started.set(),), daemon=True)
+    loop.start()
+    assert started.wait(5)
+    wait_for(blocked_in_xreadgroup)
+    stop_at = time.monotonic()
+
+    c.stop()
+    loop.join(2)
+
+    assert not loop.is_alive()
+    assert time.monotonic() - stop_at < 0.5 + 0.3
 
 
 def test_consumer_refuses_a_dead_letter_queue_of_another_tenant(
