@@ -7,7 +7,6 @@ If an outcome cannot be written, the entry stays pending and is recovered later.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -110,7 +109,9 @@ class EventConsumer:
         self.log = structlog.get_logger("eventbus.consumer").bind(
             tenant=bus.tenant_id, stream=stream, group=group, consumer=consumer_name
         )
-        self._stop = threading.Event()
+        # A plain flag, not a threading.Event: stop() runs in signal handlers, and taking
+        # the Event's lock there can deadlock against the interrupted main thread.
+        self._stop_requested = False
         self._ready = False
         self._was_ready = False  # groups were seen once: creating them again is news
         self._own_pending_checked = False
@@ -138,19 +139,20 @@ class EventConsumer:
         return self._policy_cache[1]
 
     def stop(self) -> None:
-        """Ask the loop to stop after the event in hand (safe from signal handlers/threads)."""
-        self._stop.set()
+        """Ask the loop to stop after the event in hand (safe from signal handlers/threads:
+        it only sets a flag)."""
+        self._stop_requested = True
 
     @property
     def stopping(self) -> bool:
-        return self._stop.is_set()
+        return self._stop_requested
 
     def process_loop(self, handler: Handler) -> None:
         """Handle events until :meth:`stop`; survives Redis restarts and dropped links."""
         self.log.info("consumer_started", retry_delays_s=self.policy.delays())
         failures = 0
         try:
-            while not self._stop.is_set():
+            while not self._stop_requested:
                 try:
                     self.process_batch(handler)
                 except redis.ResponseError as exc:
@@ -174,7 +176,7 @@ class EventConsumer:
                 self.log.warning("final_ack_failed", error=error_text(exc))
             self._heartbeat.close()
             self.log.info("consumer_stopped", **dict(self.stats))
-            self._stop.clear()
+            self._stop_requested = False
 
     def process_batch(self, handler: Handler, *, block_ms: int | None = None) -> int:
         """One round: recover own pending entries, promote due retries, reclaim if it is
@@ -271,7 +273,7 @@ class EventConsumer:
         done = 0
         for key in (self._main, self._retry):
             after = "0"
-            while not self._stop.is_set():
+            while not self._stop_requested:
                 entries = self.bus.read_group(
                     self.group,
                     self.consumer_name,
@@ -316,7 +318,7 @@ class EventConsumer:
     ) -> int:
         done = 0
         for entry in entries:
-            if self._stop.is_set():
+            if self._stop_requested:
                 break  # the rest stay pending on this consumer and are resumed later
             deliveries = counts.get(entry.message_id, 1) if counts else 1
             if deliveries > 1 or entry.key == self._retry:
@@ -488,4 +490,6 @@ class EventConsumer:
         self.log.warning(
             "redis_unavailable", error=error_text(exc), attempt=failures, retry_in_s=delay
         )
-        self._stop.wait(delay)
+        deadline = time.monotonic() + delay
+        while not self._stop_requested and time.monotonic() < deadline:
+            time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
