@@ -378,6 +378,7 @@ class EventConsumer:
                 delivery_count=deliveries,
                 retry_count=retry_count,
                 log=self._event_log(entry, event, retry_count),
+                bus=self.bus,
             )
 
         for observer in self._observers:

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from eventbus.schemas import AgentEvent
+
+if TYPE_CHECKING:
+    from eventbus.bus import TenantEventBus
 
 Handler = Callable[..., Any]
 F = TypeVar("F", bound=Callable[..., Any])
@@ -30,6 +33,8 @@ class HandlerContext:
     retry_count: int
     #: A structlog logger bound with tenant, stream, group, consumer, event_id, attempt...
     log: Any
+    #: The consumer's bus (same tenant, same connection pool), for follow-up events.
+    bus: TenantEventBus
 
 
 class DeliveryObserver(Protocol):

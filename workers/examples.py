@@ -1,27 +1,16 @@
 """Example agent-style handlers (referenced by the README and systemd/example.env).
 
 ``writer_agent`` reads a task, does its "work", and publishes a follow-up event with the
-call chain extended. It is idempotent: the follow-up's event_id is derived from the
-input's, so a redelivery publishes nothing new (publish dedupes by event_id).
+call chain extended, through the worker's own bus (``ctx.bus``). It is idempotent: the
+follow-up's event_id is derived from the input's, so a redelivery publishes nothing new
+(publish dedupes by event_id).
 """
 
 from __future__ import annotations
 
-import functools
-import os
-
-import redis
-
-from eventbus import AgentEvent, EventType, HandlerContext, TenantEventBus, wants_context
+from eventbus import AgentEvent, EventType, HandlerContext, wants_context
 
 AGENT_ID = "writer"
-
-
-@functools.cache
-def _bus(tenant: str) -> TenantEventBus:
-    # One client per worker process, made lazily in the worker (never before the spawn).
-    url = os.environ.get("EVENTBUS_REDIS_URL", "redis://127.0.0.1:6379/0")
-    return TenantEventBus(redis.Redis.from_url(url), tenant)
 
 
 @wants_context
@@ -40,4 +29,4 @@ def writer_agent(event: AgentEvent, ctx: HandlerContext) -> None:
         parent_event_id=event.event_id,
         data={"topic": topic, "summary": f"a short text about {topic}"},
     )
-    _bus(event.tenant_id).publish("results", follow_up)
+    ctx.bus.publish("results", follow_up)

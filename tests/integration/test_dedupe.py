@@ -13,7 +13,7 @@ from tests.integration.helpers import consumer, drain, make_event
 
 
 def ctx_for(group: str = "workers", stream: str = "tasks") -> HandlerContext:
-    return HandlerContext("1-0", stream, group, "c1", 1, 0, None)
+    return HandlerContext("1-0", stream, group, "c1", 1, 0, log=None, bus=None)  # type: ignore[arg-type]
 
 
 def test_once_runs_the_effect_the_first_time_only_for_each_group(r: redis.Redis) -> None:

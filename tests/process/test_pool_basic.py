@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from eventbus import DeadLetterQueue, TenantEventBus
+from eventbus import AgentEvent, DeadLetterQueue, EventType, TenantEventBus
 from tests.conftest import wait_for
 from tests.process.pool import GROUP, STREAM, TENANT, event, pending_count
 
@@ -176,3 +176,22 @@ def test_sighup_restarts_workers_one_by_one_with_the_new_env_file(
     wait_for(lambda: {e.event_id for e in batch} <= pool.done_ids(), 30)
     assert pool.stop() == 0
     assert pending_count(tbus) == 0
+
+
+def test_example_writer_agent_publishes_a_follow_up_with_the_chain_extended(
+    make_pool, tbus: TenantEventBus
+) -> None:
+    pool = make_pool(processes=1, args=["--handler", "workers.examples:writer_agent"]).start()
+    task = event(topic="release notes")
+    tbus.publish(STREAM, task)
+
+    def follow_ups() -> list[AgentEvent]:
+        rows = tbus.redis.xrange(tbus.keys.stream("results"))
+        return [AgentEvent.from_stream_dict(fields) for _, fields in rows]
+
+    (done,) = wait_for(follow_ups, 20)
+    assert done.event_type is EventType.TASK_COMPLETED
+    assert done.call_chain == [*task.call_chain, "writer"]
+    assert done.parent_event_id == task.event_id
+    assert done.correlation_id == task.event_id
+    assert pool.stop() == 0
