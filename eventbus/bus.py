@@ -22,6 +22,7 @@ from eventbus.keys import TenantKeys, validate_consumer, validate_group
 from eventbus.redis_io import (
     TRANSIENT,
     call_with_retries,
+    is_nogroup,
     max_block_ms,
     raw_client,
     s,
@@ -242,7 +243,24 @@ class TenantEventBus:
         key = self.keys.stream(stream)
         if (key, group) not in self._groups_seen:
             self.ensure_group(stream, group)
-        entries = self.read_group(group, consumer, {key: ">"}, count=count, block_ms=block)
+        with translated(f"read {stream!r} as {group!r}/{consumer!r}"):
+            try:
+                entries = self.read_group(group, consumer, {key: ">"}, count=count, block_ms=block)
+            except redis.ResponseError as exc:
+                if not is_nogroup(exc):
+                    raise
+                # The group vanished (Redis restarted without persistence, or it was
+                # deleted): recreate it from the start of the stream, loudly.
+                self.ensure_group(stream, group)
+                log.error(
+                    "consumer_group_recreated",
+                    tenant=self.tenant_id,
+                    stream=stream,
+                    group=group,
+                    consumer=consumer,
+                    error=str(exc),
+                )
+                entries = self.read_group(group, consumer, {key: ">"}, count=count, block_ms=block)
         return [StreamMessage(e.message_id, _decode_lossy(e.fields)) for e in entries]
 
     def read_group(

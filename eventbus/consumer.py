@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import redis
 import structlog
-from tenacity import RetryCallState, wait_exponential_jitter
+from tenacity import RetryCallState, wait_exponential, wait_random
 
 from eventbus import handler as handlers
 from eventbus.bus import RawEntry, TenantEventBus
@@ -29,7 +29,7 @@ from eventbus.handler import DeliveryObserver, Handler, HandlerContext
 from eventbus.heartbeat import Heartbeat
 from eventbus.keys import validate_consumer, validate_group, validate_stream
 from eventbus.outcomes import Outcome, Outcomes
-from eventbus.redis_io import TRANSIENT, error_text, is_nogroup, s
+from eventbus.redis_io import REFUSALS, TRANSIENT, error_text, is_nogroup, s
 from eventbus.retry import MAX_RETRIES, RETRY_DELAYS, FailureInfo, RetryPolicy
 from eventbus.schemas import AgentEvent
 from eventbus.settings import ConsumerSettings
@@ -121,9 +121,11 @@ class EventConsumer:
         self._acks_since = 0.0
         self._heartbeat = Heartbeat(self._r, group, consumer_name, self.settings.heartbeat_s)
         self._observers: tuple[DeliveryObserver, ...] = (self._heartbeat, *observers)
-        self._reconnect_wait = wait_exponential_jitter(
+        # 0.1 s doubling up to the cap, plus up to 0.1 s of jitter (workers do not reconnect
+        # in lockstep); written with strategies that every tenacity >= 8.2 has.
+        self._reconnect_wait = wait_exponential(
             multiplier=0.1, max=self.settings.reconnect_max_wait_s
-        )
+        ) + wait_random(0, 0.1)
         self.stats: Counter[str] = Counter()
 
     # -- public API ----------------------------------------------------------------------
@@ -190,11 +192,11 @@ class EventConsumer:
                 return done
         now = time.monotonic()
         if now >= self._next_promote:
-            self._promote()
+            self._maintain(self._promote)
         if now >= self._next_reclaim:
             # Also picks up entries a pool's reclaimer assigned to this consumer by name.
             self._next_reclaim = now + self.settings.reclaim_interval_s
-            self.reclaim_abandoned(self.settings.reclaim_idle_ms)
+            self._maintain(lambda: self.reclaim_abandoned(self.settings.reclaim_idle_ms))
             done = self._handle_own_pending(handler)
             if done:
                 return done
@@ -300,6 +302,15 @@ class EventConsumer:
             consumername=self.consumer_name,
         )
         return {s(r["message_id"]): int(r["times_delivered"]) for r in rows}
+
+    def _maintain(self, step: Callable[[], object]) -> None:
+        """Run a maintenance step (promote retries, reclaim); if Redis refuses its writes
+        (out of memory, read-only), skip it this round so reads and acks go on."""
+        try:
+            step()
+        except REFUSALS as exc:
+            self._next_promote = time.monotonic() + self.settings.retry_poll_ms / 1000
+            self.log.warning("maintenance_refused", error=error_text(exc))
 
     def _promote(self) -> None:
         moved, wait_ms = self._scripts.promote_due(

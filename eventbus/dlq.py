@@ -90,6 +90,13 @@ class DeadLetter:
         return out
 
 
+def _int_or_zero(value: str | None) -> int:
+    try:
+        return int(value) if value else 0
+    except ValueError:  # a hand-written entry: show it rather than fail the listing
+        return 0
+
+
 def _parse(dlq_id: str, raw: Mapping[bytes, bytes]) -> DeadLetter:
     meta: dict[str, str] = {}
     own: dict[bytes, bytes] = {}
@@ -113,7 +120,7 @@ def _parse(dlq_id: str, raw: Mapping[bytes, bytes]) -> DeadLetter:
         error_type=meta.get("_dlq_error_type"),
         error=meta.get("_dlq_error"),
         traceback=meta.get("_dlq_traceback"),
-        retry_count=int(meta.get("_retry_count", "0") or 0),
+        retry_count=_int_or_zero(meta.get("_retry_count")),
         group=meta.get("_dlq_group"),
         consumer=meta.get("_dlq_consumer"),
         failed_at=datetime.fromtimestamp(int(failed_ms) / 1000, tz=timezone.utc),
@@ -274,6 +281,8 @@ class DeadLetterQueue:
 
         An empty ``ids`` list deletes nothing (it is a selection that matched nothing).
         """
+        if ids is not None and older_than_s is not None:
+            raise ValueError("purge takes ids or older_than_s, not both")
         key = self.keys.dlq(original_stream)
         with translated(f"purge DLQ of {original_stream!r}"):
             if ids is not None:

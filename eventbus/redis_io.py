@@ -8,7 +8,13 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import redis
-from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
+from tenacity import (
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential,
+    wait_random,
+)
 
 from eventbus.errors import BusConnectionError, BusRefused, EventBusError
 
@@ -16,7 +22,7 @@ T = TypeVar("T")
 
 TRANSIENT: tuple[type[BaseException], ...] = (redis.ConnectionError, redis.TimeoutError)
 # Refusals: the command was understood and not carried out (nothing was written).
-_REFUSALS: tuple[type[BaseException], ...] = (
+REFUSALS: tuple[type[BaseException], ...] = (
     redis.exceptions.OutOfMemoryError,
     redis.exceptions.NoPermissionError,
     redis.exceptions.ReadOnlyError,
@@ -61,7 +67,7 @@ def translated(what: str) -> Iterator[None]:
         yield
     except TRANSIENT as exc:
         raise BusConnectionError(f"{what}: Redis unreachable ({error_text(exc)})") from exc
-    except _REFUSALS as exc:
+    except REFUSALS as exc:
         raise BusRefused(f"{what}: Redis refused it ({type(exc).__name__}: {exc})") from exc
     except redis.ResponseError as exc:
         text = str(exc)
@@ -79,7 +85,7 @@ def call_with_retries(fn: Callable[[], T], attempts: int) -> T:
     """
     retrying = Retrying(
         stop=stop_after_attempt(attempts),
-        wait=wait_exponential_jitter(multiplier=0.05, max=1.0),
+        wait=wait_exponential(multiplier=0.05, max=1.0) + wait_random(0, 0.05),
         retry=retry_if_exception_type(TRANSIENT),
         reraise=True,
     )

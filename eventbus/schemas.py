@@ -127,9 +127,14 @@ class AgentEvent(BaseModel):
     @classmethod
     def _check_data(cls, v: dict[str, Any]) -> dict[str, Any]:
         try:
-            _dumps(v)
+            encoded = _dumps(v)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"data must be JSON-serialisable: {exc}") from exc
+        if json.loads(encoded) != v:  # tuples, non-str keys: they would not come back as-is
+            raise ValueError(
+                "data must be plain JSON (dicts with str keys, lists, str, int, float, bool, "
+                "None) so that it comes back unchanged; got something JSON would convert"
+            )
         return v
 
     @model_validator(mode="after")

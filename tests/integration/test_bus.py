@@ -8,6 +8,7 @@ import pytest
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+from structlog.testing import capture_logs
 
 from eventbus import (
     BusConnectionError,
@@ -313,3 +314,16 @@ def test_maxlen_zero_never_trims(r: redis.Redis) -> None:
     _publish_n(bus, 1500)
 
     assert r.xlen(STREAM_KEY) == 1500
+
+
+def test_subscribe_recreates_a_vanished_group_from_the_start_and_says_so(
+    r: redis.Redis, bus: TenantEventBus
+) -> None:
+    assert bus.subscribe("tasks", "g", "c1", block=10) == []
+    r.xgroup_destroy("t:acme:events:tasks", "g")
+    event = make_event()
+    bus.publish("tasks", event)
+    with capture_logs() as logs:
+        (msg,) = bus.subscribe("tasks", "g", "c1", block=10)
+    assert msg.event() == event
+    assert [e["event"] for e in logs if e["log_level"] == "error"] == ["consumer_group_recreated"]

@@ -260,3 +260,18 @@ def test_retention_drops_dead_letters_older_than_max_age(
 
     assert dlq.apply_retention("tasks", max_age_s=3600, max_len=0, min_age_s=0) == 3
     assert [x.dlq_id for x in dlq.list_dlq_messages("tasks")] == [young]
+
+
+def test_purge_refuses_ids_and_age_together(r: redis.Redis, dlq: DeadLetterQueue) -> None:
+    dlq.send_to_dlq("tasks", "1-0", {"a": "b"}, "boom", 0)
+    with pytest.raises(ValueError, match="not both"):
+        dlq.purge("tasks", ids=["1-0"], older_than_s=10)
+    assert dlq.count("tasks") == 1
+
+
+def test_a_hand_written_dead_letter_with_a_bad_retry_count_is_still_listed(
+    r: redis.Redis, dlq: DeadLetterQueue
+) -> None:
+    r.xadd("t:acme:events:tasks:dlq", {"_retry_count": "many", "_dlq_reason": "manual"})
+    (letter,) = dlq.list_dlq_messages("tasks")
+    assert letter.retry_count == 0 and letter.reason == "manual"

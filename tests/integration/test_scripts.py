@@ -96,7 +96,7 @@ def test_failing_handler_under_oom_leaves_the_event_pending_then_it_is_retried(
     assert client.zcard(SCHEDULE_KEY) == 0 and dlq.count("tasks") == 0
 
 
-def test_consumer_loop_backs_off_under_oom_and_resumes_when_memory_is_back(
+def test_consumer_keeps_handling_and_acking_under_oom_and_catches_up_after(
     oom_server: LocalRedis,
 ) -> None:
     client = oom_server.client()
@@ -104,15 +104,21 @@ def test_consumer_loop_backs_off_under_oom_and_resumes_when_memory_is_back(
     settings = ConsumerSettings(block_ms=50, retry_poll_ms=50, reconnect_max_wait_s=0.2)
     handler = Recorder()
     c = consumer(bus, dlq, settings=settings)
+    bus.ensure_group("tasks", "workers")
+    bus.ensure_group("tasks", "workers", key=RETRY_KEY)
+    waiting = make_event()
+    bus.publish("tasks", waiting)
+    out_of_memory(client, True)
 
     with capture_logs() as logs, running(c, handler):
-        wait_for(lambda: client.exists(RETRY_KEY))  # the loop is up
-        out_of_memory(client, True)
-        wait_for(lambda: any("maxmemory" in e["error"] for e in named(logs, "redis_unavailable")))
+        # Promoting retries is refused (it writes), but reads and acks go on.
+        wait_for(lambda: handler.ids() == [waiting.event_id])
+        wait_for(lambda: bus.get_pending("tasks", "workers") == [])
+        assert any("OutOfMemory" in e["error"] for e in named(logs, "maintenance_refused"))
         out_of_memory(client, False)
-        event = make_event()
-        bus.publish("tasks", event)
-        wait_for(lambda: handler.ids() == [event.event_id])
+        later = make_event()
+        bus.publish("tasks", later)
+        wait_for(lambda: handler.ids() == [waiting.event_id, later.event_id])
 
     assert bus.get_pending("tasks", "workers") == []
 

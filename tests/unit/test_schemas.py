@@ -70,6 +70,8 @@ def test_two_events_get_distinct_event_ids() -> None:
         ({"data": {"tags": {"a", "b"}}}, "data", "JSON-serialisable"),
         ({"data": {"score": float("nan")}}, "data", "JSON-serialisable"),
         ({"data": {"score": float("inf")}}, "data", "JSON-serialisable"),
+        ({"data": {"pair": (1, 2)}}, "data", "comes back unchanged"),
+        ({"data": {"by_id": {1: "x"}}}, "data", "comes back unchanged"),
         ({"event_type": "nope"}, "event_type", "task_assigned"),
         ({"priority": "urgent"}, "priority", "critical"),
         ({"version": "2.0"}, "version", "unsupported schema version '2.0'"),
