@@ -9,9 +9,10 @@ dedupe guard says an earlier delivery did it. The event's ``data`` steers it:
 - ``fail_until_attempt``: raise while the attempt (retry count + 1) is below it
 - ``dedupe``: do the work through :func:`eventbus.dedupe.once`
 
-Test-only hook: with ``FAULTS_EXIT_AFTER_EFFECT=1`` in the environment, the first delivery
-of each event ``os._exit``\\s right after the work is done, before the handler returns
-(so before the ack): the crash window that at-least-once turns into a duplicate.
+Test-only hook: with ``FAULTS_EXIT_AFTER_EFFECT=<dir>`` in the environment, the first call
+for each event (remembered as a file in <dir>) ``os._exit``\\s right after the work is
+done, before the handler returns (so before the ack): the crash window that at-least-once
+turns into a duplicate.
 """
 
 from __future__ import annotations
@@ -69,5 +70,14 @@ def record(event: AgentEvent, ctx: HandlerContext) -> None:
             _write(event, ctx, "skipped")
     else:
         _write(event, ctx, "done")
-    if os.environ.get("FAULTS_EXIT_AFTER_EFFECT") == "1" and ctx.delivery_count == 1:
+    crash_dir = os.environ.get("FAULTS_EXIT_AFTER_EFFECT")
+    if crash_dir and _first_time(os.path.join(crash_dir, event.event_id)):
         os._exit(9)
+
+
+def _first_time(path: str) -> bool:
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return False
+    return True

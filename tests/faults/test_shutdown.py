@@ -1,0 +1,69 @@
+"""SIGTERM while events wait in the retry schedule: the supervisor exits 0 within the
+grace period, the schedule survives, and after a restart the retries fire on time (not
+early, not much later than due) with their attempt counts intact."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+from eventbus import TenantEventBus
+from tests.conftest import wait_for
+from tests.faults.harness import make_event
+from tests.faults.ledger import Ledger, assert_nothing_lost
+from tests.process.pool import GROUP, STREAM, pending_count
+
+DELAYS = (4.0, 2.0)
+GRACE_S = 5.0
+EARLY_TOLERANCE_S = 0.05  # clock granularity between the handler and the Redis server
+LATE_TOLERANCE_S = 1.5  # retry polling (0.5 s) and blocking reads, on a loaded machine
+
+
+def test_sigterm_with_scheduled_retries_exits_0_and_a_new_pool_fires_them_on_time(
+    make_pool, tbus: TenantEventBus, ledger: Ledger
+) -> None:
+    args = [
+        "--retry-delays",
+        ",".join(str(d) for d in DELAYS),
+        "--grace-period-s",
+        str(GRACE_S),
+        "--reclaim-interval-s",
+        "1",
+    ]
+    first = make_pool(processes=2, name="first", args=args).start()
+    events = [make_event(i=i, fail_until_attempt=3) for i in range(5)]
+    tbus.publish_many(STREAM, events)
+    ledger.published_many(e.event_id for e in events)
+    schedule = tbus.keys.schedule(STREAM, GROUP)
+    wait_for(lambda: tbus.redis.zcard(schedule) == len(events), 10)
+
+    began = time.monotonic()
+    first.signal(signal.SIGTERM)
+    assert first.proc.wait(GRACE_S + 5) == 0
+    stopped_in_s = time.monotonic() - began
+    assert stopped_in_s < GRACE_S
+    assert tbus.redis.zcard(schedule) == len(events)  # nothing in hand, nothing lost
+    assert pending_count(tbus) == 0
+
+    make_pool(processes=2, name="second", args=args).start()
+    ledger.wait_settled(30)
+    wait_for(lambda: pending_count(tbus) == 0, 10)
+    lateness = []
+    for e in events:
+        fails = {r["attempt"]: r["t"] for r in ledger.calls_of(e.event_id, "fail")}
+        starts = {r["attempt"]: r["t"] for r in ledger.calls_of(e.event_id, "start")}
+        assert sorted(starts) == [1, 2, 3]  # attempt counts kept across the restart
+        for attempt, delay in enumerate(DELAYS, start=1):
+            gap = starts[attempt + 1] - fails[attempt]
+            assert gap >= delay - EARLY_TOLERANCE_S, f"retry {attempt} early: {gap:.3f}s"
+            assert gap <= delay + LATE_TOLERANCE_S, f"retry {attempt} late: {gap:.3f}s"
+            lateness.append(gap - delay)
+    assert_nothing_lost(
+        "SIGTERM with retries scheduled",
+        ledger.report(
+            stopped_in_s=round(stopped_in_s, 2),
+            max_late_s=round(max(lateness), 3),
+            min_late_s=round(min(lateness), 3),
+        ),
+    )
+    assert ledger.report().duplicates == {}
