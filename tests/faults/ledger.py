@@ -147,10 +147,15 @@ class Ledger:
         return self.report()
 
 
+def note(test_name: str, line: str) -> None:
+    """Print a ledger line (shown with -s / on failure) and keep it for the summary."""
+    print(f"ledger {test_name}: {line}")
+    REPORTS.append((test_name, line))
+
+
 def record_report(test_name: str, report: Report) -> Report:
-    """Print the report (shown with -s / on failure) and keep it for the session summary."""
-    print(f"ledger {test_name}: {report}")
-    REPORTS.append((test_name, report.line()))
+    note(test_name, str(report))
+    REPORTS[-1] = (test_name, report.line())
     return report
 
 

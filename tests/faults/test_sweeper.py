@@ -1,0 +1,76 @@
+"""Dead-consumer cleanup (the sweeper's idle-consumer removal, delete_idle_consumer.lua)
+never removes a consumer that holds pending entries: XGROUP DELCONSUMER would drop them
+from the group for good. Raced here against consumers that appear idle and empty and then
+receive entries, with the sweeper removing idle names as fast as it can."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import redis
+
+from eventbus import DeadLetterQueue, TenantEventBus
+from tests.conftest import wait_for
+from tests.faults.harness import make_event
+from tests.faults.ledger import Ledger, assert_nothing_lost
+from tests.process.pool import GROUP, STREAM, TENANT, pending_count
+from workers.jobs import Sweeper
+from workers.settings import PoolSettings
+
+
+def test_idle_consumer_removal_never_removes_a_consumer_with_pending_entries(
+    make_pool, tbus: TenantEventBus, ledger: Ledger, client: redis.Redis
+) -> None:
+    key = tbus.keys.stream(STREAM)
+    tbus.ensure_group(STREAM, GROUP)
+    events = [make_event(i=i) for i in range(300)]
+    tbus.publish_many(STREAM, events)
+    ledger.published_many(e.event_id for e in events)
+    settings = PoolSettings(
+        redis_url="", tenant=TENANT, stream=STREAM, group=GROUP, handler="x:y", consumer_idle_ms=1
+    )
+    sweeper = Sweeper(tbus, DeadLetterQueue(client, TENANT), settings, lambda: [])
+    stop = threading.Event()
+    removed: list[int] = []
+
+    def sweep_hard() -> None:  # bounded by the stop event and by time
+        deadline = time.monotonic() + 30
+        while not stop.is_set() and time.monotonic() < deadline:
+            removed.append(sweeper._remove_idle_consumers())
+
+    thread = threading.Thread(target=sweep_hard, daemon=True)
+    thread.start()
+    delivered: dict[str, int] = {}
+    try:
+        for round_ in range(6):
+            names = [f"ghost-{round_}-{i:02d}" for i in range(50)]
+            for name in names:  # idle and empty: fair game for the sweeper...
+                client.xgroup_createconsumer(key, GROUP, name)
+            time.sleep(0.005)  # let time pass: idle long enough, the sweeper lists them
+            for name in reversed(names):  # ...until each reads, while the sweeper works
+                reply = client.xreadgroup(GROUP, name, {key: ">"}, count=1)
+                delivered[name] = sum(len(entries) for _, entries in reply) if reply else 0
+    finally:
+        stop.set()
+        thread.join(10)
+    assert not thread.is_alive()
+    holders = {name for name, n in delivered.items() if n}
+    consumers = {c["name"].decode(): c for c in client.xinfo_consumers(key, GROUP)}
+    assert holders <= set(consumers)  # every consumer holding entries is still there
+    for name in holders:
+        assert consumers[name]["pending"] == delivered[name]
+    assert pending_count(tbus) == sum(delivered.values()) == 300  # nothing dropped
+    assert sum(removed) >= len(delivered) - len(holders)  # empty ones went: it really raced
+
+    # A pool takes the ghosts' entries over (they never come back) and handles all of them.
+    pool = make_pool(
+        processes=2, args=["--reclaim-idle-ms", "300", "--reclaim-interval-s", "0.3"]
+    ).start()
+    ledger.wait_settled(30)
+    wait_for(lambda: pending_count(tbus) == 0, 20)
+    assert_nothing_lost(
+        "idle-consumer removal race",
+        ledger.report(holders=len(holders), empty_names_removed=sum(removed)),
+    )
+    assert pool.stop() == 0
