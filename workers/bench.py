@@ -1,0 +1,336 @@
+"""Benchmark: the bus against plain Redis, on one machine, in one run.
+
+    python -m workers.bench [--smoke | --quick] [--depth N] [--json FILE] [--redis-url URL]
+
+Starts a private redis-server (unless ``--redis-url``), then measures, each line as the
+median of repetitions (min-max) next to a plain baseline measured in the same run:
+publish (``publish`` / ``publish_many`` vs raw XADD), end to end through the real worker
+pool vs a plain consumer-group loop (backlog, concurrent publisher), latency publish ->
+handler at a fixed rate, cost growth with event size and backlog depth, Redis memory per
+stored event, and worker RSS. Prints a table and writes JSON with the ratio ours/plain.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from eventbus import TenantEventBus
+from eventbus.localredis import LocalRedis
+from workers import bench_measure as m
+from workers.bench_procs import Plain, Pool
+from workers.bench_report import Line, table, write_json
+
+SMALL = 300  # the usual event size (bytes encoded)
+
+
+@dataclass(frozen=True)
+class Sizes:
+    reps: int
+    publish_n: int  # events published one by one per repetition
+    pipeline_n: int  # events published in batches of 100 per repetition
+    backlog: int  # end to end: entries laid down per repetition (300 B)
+    processes: tuple[int, ...]
+    latency_s: float  # seconds of probes per repetition, at latency_rate
+    latency_rate: float
+    by_size: tuple[tuple[int, int], ...]  # (event bytes, backlog) for the growth lines
+    depths: tuple[int, ...]  # stored entries for the depth lines
+    depth_measure: int  # entries drained (and published) in a deep stream
+    memory_n: int  # events stored for the memory lines
+
+
+NORMAL = Sizes(
+    reps=5,
+    publish_n=5_000,
+    pipeline_n=20_000,
+    backlog=30_000,
+    processes=(1, 2, 4),
+    latency_s=3.0,
+    latency_rate=1000.0,
+    by_size=((300, 20_000), (4096, 10_000), (65536, 1_500)),
+    depths=(10_000, 1_000_000),
+    depth_measure=5_000,
+    memory_n=10_000,
+)
+QUICK = replace(
+    NORMAL,
+    reps=3,
+    publish_n=2_000,
+    pipeline_n=10_000,
+    backlog=10_000,
+    latency_s=2.0,
+    by_size=((300, 5_000), (4096, 3_000), (65536, 500)),
+    depths=(10_000, 100_000),
+    memory_n=5_000,
+)
+SMOKE = Sizes(
+    reps=2,
+    publish_n=200,
+    pipeline_n=500,
+    backlog=600,
+    processes=(1, 2, 4),
+    latency_s=0.3,
+    latency_rate=1000.0,
+    by_size=((300, 300), (4096, 200), (65536, 40)),
+    depths=(1_000, 3_000),
+    depth_measure=300,
+    memory_n=300,
+)
+
+
+class Bench:
+    def __init__(self, url: str, sizes: Sizes, tmp: Path) -> None:
+        self.url = url
+        self.sizes = sizes
+        self.tmp = tmp
+        self.client = redis.Redis.from_url(url)
+        self.bus = TenantEventBus(self.client, m.TENANT)
+        self.lines: list[Line] = []
+
+    def line(self, section: str, name: str, unit: str, **kw: Any) -> Line:
+        line = Line(section, name, unit, **kw)
+        self.lines.append(line)
+        return line
+
+    def say(self, text: str) -> None:
+        sys.stderr.write(f"[bench] {text}\n")
+        sys.stderr.flush()
+
+    # -- 1. publish ----------------------------------------------------------------------
+
+    def publish(self) -> None:
+        sz = self.sizes
+        single = self.line("publish", "publish one by one / XADD", "ev/s", baseline="XADD")
+        single.target = ("ratio>=", 0.8)
+        many = self.line("publish", "publish_many (100) / pipelined XADD", "ev/s")
+        many.baseline, many.target = "XADD pipeline", ("ratio>=", 0.5)
+        for rep in range(sz.reps):
+            self.say(f"publish rep {rep + 1}/{sz.reps}")
+            for line, n, batch in ((single, sz.publish_n, 1), (many, sz.pipeline_n, m.BATCH)):
+                events = m.make_events(n, SMALL)
+                stream = f"pub{batch}-{rep}"
+                raw_key = f"bench:raw:{stream}"
+                self.bus.ensure_group(stream, "readers")  # as in use: the stream has a group
+                self.client.xgroup_create(raw_key, "readers", id="0", mkstream=True)
+                line.ours.append(m.publish_rate(self.bus, stream, events, batch))
+                line.plain.append(m.xadd_rate(self.client, raw_key, m.encoded(events), batch))
+                self.client.delete(self.bus.keys.stream(stream), raw_key)
+
+    # -- 4b. memory ----------------------------------------------------------------------
+
+    def memory(self) -> None:
+        for size, _ in self.sizes.by_size:
+            n = max(10, self.sizes.memory_n * SMALL // size)
+            self.say(f"memory per stored event, {size} B")
+            got = m.memory_per_event(self.client, self.bus, f"mem{size}", m.make_events(n, size))
+            line = self.line("memory", f"Redis bytes per stored event, {_bytes(size)}", "B")
+            line.ours, line.plain, line.baseline = [got["ours"]], [got["plain"]], "XADD"
+            if size == SMALL:
+                line.target = ("ratio<=", 2.0)
+                marker = self.line("memory", "  of which the dedupe marker", "B")
+                marker.ours, marker.plain = [got["ours_marker"]], [got["plain"]]
+                marker.baseline = f"XADD; marker TTL {got['marker_ttl_s']:.0f} s"
+
+    # -- 2-5. through the pool -------------------------------------------------------------
+
+    def pools(self) -> None:
+        for n in self.sizes.processes:
+            latency_file = self.tmp / f"latency-{n}.txt"
+            with ExitStack() as stack:
+                stream = f"e2e{n}"
+                self.say(f"starting a pool and {n} plain loop(s) of {n} process(es)")
+                pool = Pool(
+                    self.url,
+                    m.TENANT,
+                    stream,
+                    self.bus.keys.stream(stream),
+                    n,
+                    latency_file=latency_file,
+                )
+                stack.callback(pool.stop)
+                pool.start(self.client)
+                plain = Plain(self.url, f"bench:plain:{stream}", "plain", n, latency_file)
+                stack.callback(plain.stop)
+                plain.start(self.client)
+                self.end_to_end(pool, plain, stream, n)
+                if n == 2 or len(self.sizes.processes) == 1:
+                    self.latency(pool, plain, stream, latency_file)
+                    self.growth(pool, plain, stream)
+                rss = self.line("rss", f"worker RSS after the run, {n} process(es)", "MB")
+                rss.ours, rss.plain, rss.target = pool.rss_mb(), plain.rss_mb(), ("ours<=", 80)
+
+    def _pair(
+        self, name: str, unit: str, measure: Callable[[Pool | Plain], float], **kw: Any
+    ) -> Line:
+        line = self.line(kw.pop("section", "end_to_end"), name, unit, **kw)
+        for rep in range(self.sizes.reps):
+            self.say(f"{name} rep {rep + 1}/{self.sizes.reps}")
+            line.ours.append(measure(self.current_pool))
+            line.plain.append(measure(self.current_plain))
+        return line
+
+    def end_to_end(self, pool: Pool, plain: Plain, stream: str, n: int) -> None:
+        self.current_pool, self.current_plain = pool, plain
+        fields = m.encoded(m.make_events(self.sizes.backlog, SMALL))
+        total = len(fields)
+        target = ("ratio>=", 0.5)
+
+        def backlog(c: Pool | Plain) -> float:
+            return m.drain(self.client, c, fields, total=total)
+
+        def concurrent(c: Pool | Plain) -> float:
+            ours = c is pool
+            publisher = m.Publisher(self.url, stream if ours else c.key, ours, total // 2, SMALL)
+            return m.drain(
+                self.client, c, fields[: total // 2], total=total // 2, publisher=publisher
+            )
+
+        self._pair(f"pool vs plain loop, backlog, {n} proc", "ev/s", backlog, target=target)
+        self._pair(f"pool vs plain loop, + publisher, {n} proc", "ev/s", concurrent, target=target)
+
+    def latency(self, pool: Pool, plain: Plain, stream: str, latency_file: Path) -> None:
+        sz = self.sizes
+        rate = sz.latency_rate
+        lines = {
+            q: self.line(
+                "latency", f"publish -> handler {q} at {rate:.0f}/s, {pool.processes} proc", "ms"
+            )
+            for q in ("p50", "p99", "max")
+        }
+        lines["p99"].target = ("ours<=", 2.0)
+        for rep in range(sz.reps):
+            self.say(f"latency rep {rep + 1}/{sz.reps}")
+            for c, ours in ((pool, True), (plain, False)):
+                got = m.latency(
+                    self.client,
+                    c,
+                    latency_file,
+                    ours=ours,
+                    stream=stream,
+                    rate=rate,
+                    seconds=sz.latency_s,
+                    size=SMALL,
+                )
+                for q, line in lines.items():
+                    (line.ours if ours else line.plain).append(got[q])
+
+    def growth(self, pool: Pool, plain: Plain, stream: str) -> None:
+        self.current_pool, self.current_plain = pool, plain
+        for size, count in self.sizes.by_size:
+            fields = m.encoded(m.make_events(count, size))
+
+            def by_size(c: Pool | Plain, fields: Sequence[dict[str, str]] = fields) -> float:
+                return m.drain(self.client, c, fields, total=len(fields))
+
+            self._pair(
+                f"backlog of {_bytes(size)} events, 2 proc", "ev/s", by_size, section="scaling"
+            )
+        fields = m.encoded(m.make_events(1000, SMALL))
+        k = self.sizes.depth_measure
+        for depth in self.sizes.depths:
+
+            def deep(c: Pool | Plain, depth: int = depth) -> float:
+                return m.drain(self.client, c, fields, total=depth, measure=k)
+
+            self._pair(
+                f"first {k:,} of {depth:,} stored entries, 2 proc", "ev/s", deep, section="scaling"
+            )
+            self.deep_publish(pool, plain, stream, depth, fields)
+
+    def deep_publish(
+        self, pool: Pool, plain: Plain, stream: str, depth: int, fields: list[dict[str, str]]
+    ) -> None:
+        """publish one by one into a stream holding ``depth`` unread entries."""
+        line = self.line(
+            "scaling", f"publish into {depth:,} unread entries", "ev/s", baseline="XADD"
+        )
+        for rep in range(self.sizes.reps):
+            self.say(f"publish into {depth:,} rep {rep + 1}/{self.sizes.reps}")
+            for c in (pool, plain):
+                c.wait_idle(self.client)
+                c.pause()
+                m.fill(self.client, c.key, fields, depth)
+            events = m.make_events(self.sizes.depth_measure, SMALL)
+            line.ours.append(m.publish_rate(self.bus, stream, events))
+            line.plain.append(m.xadd_rate(self.client, plain.key, m.encoded(events)))
+            for c in (pool, plain):
+                self.client.xtrim(c.key, maxlen=0)
+                c.resume()
+
+
+def _bytes(size: int) -> str:
+    return f"{size // 1024} KB" if size >= 1024 else f"{size} B"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m workers.bench", description=__doc__.split("\n")[0])
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--smoke", action="store_true", help="everything at a tiny size (seconds)")
+    mode.add_argument("--quick", action="store_true", help="smaller sizes, 3 repetitions")
+    p.add_argument("--depth", "--size", type=int, help="stored entries of the deep case (1M)")
+    p.add_argument("--reps", type=int, help="repetitions per line")
+    p.add_argument("--processes", help="pool sizes, e.g. 1,2,4")
+    p.add_argument("--json", type=Path, help="write the results here")
+    p.add_argument("--redis-url", help="use this Redis (default: a private redis-server)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    sizes = SMOKE if args.smoke else QUICK if args.quick else NORMAL
+    if args.depth:
+        sizes = replace(sizes, depths=(min(sizes.depths[0], args.depth), args.depth))
+    if args.reps:
+        sizes = replace(sizes, reps=args.reps)
+    if args.processes:
+        sizes = replace(sizes, processes=tuple(int(x) for x in args.processes.split(",")))
+    started = time.time()
+    with ExitStack() as stack:
+        if args.redis_url:
+            url = args.redis_url
+        else:
+            url = stack.enter_context(LocalRedis()).url
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="eventbus-bench-")))
+        bench = Bench(url, sizes, tmp)
+        bench.publish()
+        bench.memory()
+        bench.pools()
+        if args.redis_url:
+            _cleanup(bench.client)
+        info = bench.client.info("server")
+    lines = sorted(bench.lines, key=lambda x: SECTION_ORDER.index(x.section))
+    print(table(lines))
+    meta = {
+        "mode": "smoke" if args.smoke else "quick" if args.quick else "normal",
+        "sizes": sizes.__dict__,
+        "redis_version": info.get("redis_version"),
+        "cpus": os.cpu_count(),
+        "python": sys.version.split()[0],
+        "seconds": round(time.time() - started, 1),
+    }
+    if args.json:
+        write_json(args.json, lines, meta)
+    return 0
+
+
+SECTION_ORDER = ("publish", "end_to_end", "latency", "scaling", "memory", "rss")
+
+
+def _cleanup(client: redis.Redis) -> None:
+    for pattern in (f"t:{m.TENANT}:*", "bench:*"):
+        for key in client.scan_iter(match=pattern, count=1000):
+            client.delete(key)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

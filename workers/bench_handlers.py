@@ -1,0 +1,36 @@
+"""Benchmark handlers, loaded by the pool's workers and by the plain baseline loop.
+
+``noop`` does nothing, except for latency probes: events whose ``data`` carries ``t`` (the
+publisher's ``time.monotonic_ns()``) get one line ``"<sent_ns> <received_ns>"`` appended
+to the file named by ``EVENTBUS_BENCH_LATENCY_FILE``. Imports nothing heavy, so the plain
+loop stays plain.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from eventbus import AgentEvent
+
+LATENCY_FILE_ENV = "EVENTBUS_BENCH_LATENCY_FILE"
+
+_fd: list[int] = []  # the latency file, opened on the first probe of this process
+
+
+def record_latency(sent_ns: int) -> None:
+    """Append ``sent received`` (monotonic ns; one system-wide clock on Linux)."""
+    received_ns = time.monotonic_ns()
+    if not _fd:
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
+        _fd.append(os.open(os.environ[LATENCY_FILE_ENV], flags, 0o644))
+    os.write(_fd[0], b"%d %d\n" % (sent_ns, received_ns))  # one short append: atomic
+
+
+def noop(event: AgentEvent) -> None:
+    """The benchmark's handler: nothing, unless the event is a latency probe."""
+    sent_ns = event.data.get("t")
+    if sent_ns is not None:
+        record_latency(sent_ns)

@@ -1,0 +1,195 @@
+"""Benchmark processes: a real pool (``python -m workers.supervisor``) or N plain loops
+(``python -m workers.bench_plain``), each consuming one stream with one group. The bench
+pauses them (SIGSTOP) while it lays a backlog down, and reads their RSS."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import redis
+
+from workers.bench_handlers import LATENCY_FILE_ENV
+
+ROOT = Path(__file__).resolve().parents[1]
+HANDLER = "workers.bench_handlers:noop"
+
+
+def rss_mb(pid: int) -> float:
+    """VmRSS of a process, in MB (0 if it is gone)."""
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0.0
+    for line in text.splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    try:
+        return [int(p) for p in path.read_text().split()]
+    except OSError:
+        return []
+
+
+class Consumers:
+    """N consumer processes of ``group`` on the stream ``key``, named ``<group>-<i>``."""
+
+    kind = ""
+
+    def __init__(self, url: str, key: str, group: str, processes: int, latency_file: Path):
+        self.url = url
+        self.key = key
+        self.group = group
+        self.processes = processes
+        self.names = [f"{group}-{i}" for i in range(processes)]
+        self.env = {**os.environ, LATENCY_FILE_ENV: str(latency_file)}
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self._log = tempfile.NamedTemporaryFile(prefix=f"bench-{group}-", suffix=".log")
+
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.procs]
+
+    def pause(self) -> None:
+        for pid in self.pids():
+            os.kill(pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        for pid in self.pids():
+            os.kill(pid, signal.SIGCONT)
+
+    def rss_mb(self) -> list[float]:
+        return [rss_mb(pid) for pid in self.pids()]
+
+    def _popen(self, args: list[str]) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, "-m", *args],
+            stdout=subprocess.DEVNULL,
+            stderr=self._log,
+            env=self.env,
+            cwd=ROOT,
+        )
+
+    def wait_idle(self, client: redis.Redis, timeout_s: float = 60.0) -> None:
+        """Until every consumer is connected and blocked in XREADGROUP, nothing pending."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            blocked = {
+                c["name"]
+                for c in client.client_list()
+                if "b" in c.get("flags", "") and c.get("name") in self.names
+            }
+            if len(blocked) == len(self.names) and pending(client, self.key, self.group) == 0:
+                return
+            for proc in self.procs:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"{self.kind} process exited: {self.log_tail()}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.kind} consumers not idle: {self.log_tail()}")
+            time.sleep(0.01)
+
+    def log_tail(self) -> str:
+        return Path(self._log.name).read_text(errors="replace")[-2000:]
+
+    def stop(self) -> None:
+        self.resume()
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        self._log.close()
+
+
+class Pool(Consumers):
+    """The real thing: the supervisor and its worker processes, default settings."""
+
+    kind = "pool"
+
+    def __init__(self, url: str, tenant: str, stream: str, key: str, processes: int, **kw: Path):
+        super().__init__(url, key, "pool", processes, **kw)
+        self.args = [
+            "workers.supervisor",
+            *("--redis-url", url, "--tenant", tenant, "--stream", stream),
+            *("--group", self.group, "--handler", HANDLER, "--processes", str(processes)),
+            *("--log-format", "json", "--log-level", "info"),
+        ]
+
+    def start(self, client: redis.Redis) -> Pool:
+        self.procs = [self._popen(self.args)]
+        self.wait_idle(client)
+        return self
+
+    def pids(self) -> list[int]:
+        """The worker processes (children of the supervisor that came from spawn)."""
+        out = []
+        for pid in _children(self.procs[0].pid) if self.procs else []:
+            try:
+                if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    out.append(pid)
+            except OSError:
+                continue
+        return out
+
+    def rss_mb(self) -> list[float]:
+        return [rss_mb(pid) for pid in self.pids()]
+
+    def stop(self) -> None:
+        for pid in self.pids():
+            os.kill(pid, signal.SIGCONT)
+        super().stop()
+
+
+class Plain(Consumers):
+    """The baseline: ``workers.bench_plain`` loops, one process each."""
+
+    kind = "plain"
+
+    def start(self, client: redis.Redis) -> Plain:
+        try:
+            client.xgroup_create(self.key, self.group, id="0", mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+        self.procs = [
+            self._popen(["workers.bench_plain", self.url, self.key, self.group, name])
+            for name in self.names
+        ]
+        self.wait_idle(client)
+        return self
+
+
+def pending(client: redis.Redis, key: str, group: str) -> int:
+    for g in client.xinfo_groups(key):
+        if _s(g["name"]) == group:
+            return int(g["pending"])
+    return 0
+
+
+def last_delivered(client: redis.Redis, key: str, group: str) -> tuple[tuple[int, int], int]:
+    """(last-delivered-id as a tuple, pending count) of ``group``."""
+    for g in client.xinfo_groups(key):
+        if _s(g["name"]) == group:
+            return id_tuple(_s(g["last-delivered-id"])), int(g["pending"])
+    raise RuntimeError(f"no group {group!r} on {key!r}")
+
+
+def id_tuple(message_id: str | bytes) -> tuple[int, int]:
+    ms, _, seq = _s(message_id).partition("-")
+    return int(ms), int(seq or 0)
+
+
+def _s(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
