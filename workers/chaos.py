@@ -294,12 +294,14 @@ def run(args: argparse.Namespace, stop: threading.Event) -> dict[str, Any]:
         publisher.start()
         injector = Injector(server, pool, rng)
         kinds = [k for k in KINDS if k in args.faults]
+        bag: list[str] = []  # every kind once per round, in random order: all get a turn
         started = time.monotonic()
         end = started + args.duration
         while not stop.is_set() and time.monotonic() < end:
             stop.wait(min(rng.expovariate(1.0 / args.fault_interval_s), end - time.monotonic()))
             if kinds and not stop.is_set() and time.monotonic() < end:
-                injector.inject(rng.choice(kinds))
+                bag = bag or rng.sample(kinds, len(kinds))
+                injector.inject(bag.pop())
         pub_stop.set()
         publisher.join(30)
         published = set(publisher.acked)
