@@ -19,6 +19,23 @@ ensure_venv() {
   fi
 }
 
+# Debian packages some tests need besides redis-server: libfaketime (clock-skew fault test)
+# and systemd-analyze (unit file check). Best effort: the tests say what is missing.
+ensure_test_tools() {
+  local missing=()
+  command -v faketime >/dev/null 2>&1 || missing+=(faketime)
+  command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if command -v apt-get >/dev/null 2>&1; then
+    local sudo=""
+    if [ "$(id -u)" != "0" ]; then sudo="sudo -n"; fi
+    echo "installing ${missing[*]} from the system packages" >&2
+    ($sudo apt-get update -qq && $sudo env DEBIAN_FRONTEND=noninteractive \
+      apt-get install -y -qq "${missing[@]}") >&2 || echo "could not install ${missing[*]}" >&2
+  fi
+  return 0
+}
+
 ensure_redis_server() {
   if command -v redis-server >/dev/null 2>&1; then return; fi
   echo "redis-server not found: installing it from the system packages" >&2
