@@ -93,7 +93,7 @@ class Bench:
         self.url = url
         self.sizes = sizes
         self.tmp = tmp
-        self.client = redis.Redis.from_url(url)
+        self.client = redis.Redis.from_url(url, socket_timeout=60)  # 1M-entry fills
         self.bus = TenantEventBus(self.client, m.TENANT)
         self.lines: list[Line] = []
 
@@ -264,7 +264,7 @@ class Bench:
             line.ours.append(m.publish_rate(self.bus, stream, events))
             line.plain.append(m.xadd_rate(self.client, plain.key, m.encoded(events)))
             for c in (pool, plain):
-                self.client.xtrim(c.key, maxlen=0)
+                self.client.xtrim(c.key, maxlen=0, approximate=False)
                 c.resume()
 
 

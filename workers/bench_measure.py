@@ -115,10 +115,10 @@ def drain(
         time.sleep(POLL_S)
     if measure:  # the rest of a deep backlog is not needed any more
         consumers.pause()
-        client.xtrim(consumers.key, maxlen=0)
+        client.xtrim(consumers.key, maxlen=0, approximate=False)
         consumers.resume()
     consumers.wait_idle(client)
-    client.xtrim(consumers.key, maxlen=0)
+    client.xtrim(consumers.key, maxlen=0, approximate=False)
     return count / elapsed
 
 
@@ -246,7 +246,7 @@ def latency(
     while last_delivered(client, consumers.key, consumers.group)[0] < target:
         time.sleep(POLL_S)
     consumers.wait_idle(client)
-    client.xtrim(consumers.key, maxlen=0)
+    client.xtrim(consumers.key, maxlen=0, approximate=False)
     rows = (line.split() for line in latency_file.read_text().splitlines() if line)
     ms = sorted((int(received) - int(sent)) / 1e6 for sent, received in rows)
     if len(ms) != n:

@@ -55,7 +55,14 @@ local function eb_safe_trim(key, maxlen, slack)
   if len <= maxlen + slack then return 0 end
   local floor = eb_safe_floor(key)
   if floor == nil then return 0 end
+  -- First whole nodes below the floor, at most LEN - MAXLEN entries (MINID ~ never removes
+  -- a node holding an entry at or above the floor): O(nodes), where the XRANGE below would
+  -- copy every entry into Lua (seconds, and as much memory, once a group has caught up on
+  -- a deep backlog). What is left to trim then lies within one node.
+  local removed = redis.call('XTRIM', key, 'MINID', '~', floor, 'LIMIT', len - maxlen)
+  len = len - removed
+  if len <= maxlen then return removed end
   local victims = redis.call('XRANGE', key, '-', '(' .. floor, 'COUNT', len - maxlen)
-  if #victims == 0 then return 0 end
-  return redis.call('XTRIM', key, 'MINID', eb_next_id(victims[#victims][1]))
+  if #victims == 0 then return removed end
+  return removed + redis.call('XTRIM', key, 'MINID', eb_next_id(victims[#victims][1]))
 end
