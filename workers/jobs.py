@@ -11,12 +11,13 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import redis
 import structlog
 
 from eventbus import DeadLetterQueue, TenantEventBus
 from eventbus.dlq import REASON_MAX_DELIVERIES
 from eventbus.outcomes import Outcomes
-from eventbus.redis_io import s
+from eventbus.redis_io import is_nogroup, s
 from eventbus.retry import FailureInfo
 from workers.settings import PoolSettings
 
@@ -180,7 +181,13 @@ class Sweeper:
         for key in (self.main, self.retry):
             if not r.exists(key):
                 continue
-            for c in r.xinfo_consumers(key, self.settings.group):
+            try:
+                consumers = r.xinfo_consumers(key, self.settings.group)
+            except redis.ResponseError as exc:
+                if is_nogroup(exc):  # the workers have not created the group yet
+                    continue
+                raise
+            for c in consumers:
                 name = s(c["name"])
                 if name in live or int(c["pending"]) > 0:
                     continue

@@ -74,3 +74,14 @@ def test_idle_consumer_removal_never_removes_a_consumer_with_pending_entries(
         ledger.report(holders=len(holders), empty_names_removed=sum(removed)),
     )
     assert pool.stop() == 0
+
+
+def test_a_sweep_before_the_workers_created_their_group_does_not_fail(
+    tbus: TenantEventBus, client: redis.Redis
+) -> None:
+    tbus.publish(STREAM, make_event(i=0))  # the stream exists, the pool's group not yet
+    settings = PoolSettings(redis_url="", tenant=TENANT, stream=STREAM, group=GROUP, handler="x:y")
+    sweeper = Sweeper(tbus, DeadLetterQueue(client, TENANT), settings, lambda: [])
+    counts = sweeper.tick()  # a pool's first tick races its workers' group creation
+    assert counts["consumers_removed"] == 0 and counts["trimmed"] == 0
+    assert client.xlen(tbus.keys.stream(STREAM)) == 1

@@ -122,13 +122,14 @@ def test_hung_handler_and_poison_pill_end_in_the_dlq_while_the_pool_serves_the_r
     assert letters[pill.event_id].reason == "max_deliveries"
     assert len(ledger.calls_of(hung.event_id, "start")) == 3  # first attempt + 2 retries
     assert len(ledger.calls_of(pill.event_id, "start")) == 3  # max_deliveries, never again
-    assert_nothing_lost(
-        "hung handler + poison pill",
-        ledger.report(
-            timeouts=len(pool.logged("handler_timeout")),
-            unplanned_respawns=pool.unplanned_respawns(),
-        ),
+    report = ledger.report(
+        timeouts=len(pool.logged("handler_timeout")),
+        unplanned_respawns=pool.unplanned_respawns(),
     )
+    assert_nothing_lost("hung handler + poison pill", report)
+    # Acks are flushed before a redelivery or a retry runs: the crashes and kills repeat
+    # only what was done in the last 0.1 s before them, not whole batches at every crash.
+    assert len(report.duplicates) <= 10, report
     assert len(pool.logged("handler_timeout")) == 3
     assert pool.unplanned_respawns() <= 3  # one per poison delivery: no crash loop
     assert not pool.logged("restart_limit_reached")
