@@ -35,8 +35,8 @@ def make_event(**data: Any) -> AgentEvent:
 
 
 class FaultPool(Pool):
-    """A supervisor subprocess running tests/faults/handlers.py:record, optionally under a
-    command prefix (``faketime``), against any Redis URL (a proxy's, a short timeout's)."""
+    """A supervisor subprocess running tests/faults/handlers.py:record against any Redis
+    URL (a proxy's, one with a short socket timeout); it remembers every worker it had."""
 
     def __init__(
         self,
@@ -44,20 +44,18 @@ class FaultPool(Pool):
         tmp: Path,
         *,
         redis_url: str | None = None,
-        prefix: list[str] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(server, tmp, **kwargs)
         url = redis_url or server.url
         self.args += ["--handler", HANDLER, "--redis-url", url]
         self.env["FAULTS_REDIS_URL"] = server.url
-        self.prefix = list(prefix or [])
         self.seen_pids: set[int] = set()
 
     def start(self, wait_ready: bool = True) -> FaultPool:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [*self.prefix, sys.executable, "-m", "workers.supervisor", *self.args],
+                [sys.executable, "-m", "workers.supervisor", *self.args],
                 stdout=subprocess.DEVNULL,
                 stderr=log,
                 env=self.env,
