@@ -36,12 +36,11 @@ from eventbus.retry import FailureInfo
 from workers import sdnotify
 from workers.handlers import HandlerLoadError, load_handler
 from workers.jobs import PeriodicJob, Reclaimer, Sweeper
+from workers.restarts import RestartBudget, SlotBackoff
 from workers.settings import PoolSettings, SettingsError, add_arguments, resolve
 from workers.worker import EXIT_HANDLER_LOAD, SlotState, run_worker
 
 READY_TIMEOUT_S = 30.0  # READY=1 is sent after this even if some worker is not up yet
-QUICK_EXIT_S = 10.0  # a worker that dies sooner than this counts towards backoff
-MAX_BACKOFF_S = 30.0
 
 
 @dataclass
@@ -51,12 +50,11 @@ class Slot:
     state: SlotState
     process: SpawnProcess | None = None
     started_at: float = 0.0
-    quick_failures: int = 0
+    backoff: SlotBackoff = field(default_factory=SlotBackoff)
     respawn_at: float | None = None
     planned_exit: str | None = None  # "reload" | "timeout" | "shutdown" when we stop it
     planned_respawn: bool = False  # the coming respawn follows a planned exit
     reload_deadline: float | None = None  # set while this slot is being reloaded
-    restarts: deque[float] = field(default_factory=deque)
 
 
 class Supervisor:
@@ -82,7 +80,7 @@ class Supervisor:
         self._outcomes = Outcomes(self._bus, settings.stream, settings.group)
         self._jobs: list[PeriodicJob] = []
         self._reload_queue: list[int] = []
-        self._restart_window: deque[float] = deque()
+        self._budget = RestartBudget(settings.max_restarts_per_minute)
         self._shutting_down = False
 
     # -- slots -----------------------------------------------------------------------------
@@ -209,14 +207,14 @@ class Supervisor:
             if slot.process is None and slot.respawn_at is not None and now >= slot.respawn_at:
                 planned = slot.planned_respawn
                 if not planned:
-                    self._restart_window.append(now)
+                    self._budget.record(now)
                 self._spawn(slot)
                 self.log.log(
                     logging.INFO if planned else logging.WARNING,
                     "worker_respawned",
                     consumer=slot.name,
                     planned=planned,
-                    restarts_last_minute=len(self._restart_window),
+                    restarts_last_minute=self._budget.used(now),
                 )
 
     def _on_exit(self, slot: Slot, exitcode: int | None, now: float) -> None:
@@ -227,21 +225,14 @@ class Supervisor:
         if exitcode == EXIT_HANDLER_LOAD:
             self.log.critical("worker_handler_load_failed", consumer=slot.name)
         lived = now - slot.started_at
-        slot.quick_failures = slot.quick_failures + 1 if lived < QUICK_EXIT_S else 0
-        delay = (
-            0.0
-            if not slot.quick_failures
-            else min(0.5 * 2 ** (slot.quick_failures - 1), MAX_BACKOFF_S)
-        )
-        while self._restart_window and now - self._restart_window[0] > 60:
-            self._restart_window.popleft()
-        if len(self._restart_window) >= self.settings.max_restarts_per_minute:
-            until_free = 60 - (now - self._restart_window[0])
-            delay = max(delay, until_free)
+        delay = slot.backoff.after_exit(lived)
+        budget_wait = self._budget.wait_s(now)
+        if budget_wait > 0:
+            delay = max(delay, budget_wait)
             self.log.critical(
                 "restart_limit_reached",
                 consumer=slot.name,
-                restarts_last_minute=len(self._restart_window),
+                restarts_last_minute=self._budget.used(now),
                 limit=self.settings.max_restarts_per_minute,
                 respawn_in_s=round(delay, 1),
             )
