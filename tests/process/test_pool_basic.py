@@ -195,3 +195,17 @@ def test_example_writer_agent_publishes_a_follow_up_with_the_chain_extended(
     assert done.parent_event_id == task.event_id
     assert done.correlation_id == task.event_id
     assert pool.stop() == 0
+
+
+def test_restart_cap_is_logged_loudly_and_holds_respawns_back(
+    make_pool, tbus: TenantEventBus
+) -> None:
+    pool = make_pool(
+        processes=1, args=["--max-restarts-per-minute", "2", "--max-deliveries", "100"]
+    ).start()
+    tbus.publish(STREAM, event(poison=True))
+    (limit,) = wait_for(lambda: pool.logged("restart_limit_reached"), 30)
+    assert limit["level"] == "critical" and limit["limit"] == 2
+    assert limit["respawn_in_s"] > 30  # held back until the minute has room again
+    assert len([x for x in pool.logged("worker_respawned") if not x["planned"]]) == 2
+    assert pool.stop() == 0
