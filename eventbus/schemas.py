@@ -9,6 +9,7 @@ omitted when None. Field names starting with ``_`` are reserved for the bus.
 from __future__ import annotations
 
 import json
+import math
 import uuid
 from collections.abc import Mapping
 from datetime import datetime, timezone
@@ -21,6 +22,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -60,8 +62,29 @@ def _utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
 def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    return _ENCODER.encode(value)  # json.dumps would build this encoder at every call
+
+
+def _not_json(text: str) -> float:
+    raise ValueError(f"{text} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999: JSON has no infinity
+        raise ValueError(f"{text} is out of range")
+    return value
+
+
+# Wire JSON: only what _dumps can write back (no NaN, Infinity, overflowing floats), so a
+# decoded ``data`` is plain JSON by construction and needs no second check (see _WIRE).
+_WIRE_DECODER = json.JSONDecoder(parse_constant=_not_json, parse_float=_finite)
+#: Validation context of events decoded from the wire (their version is checked already).
+_WIRE = {"from_wire": True}
 
 
 def major_version(version: str) -> int:
@@ -105,7 +128,9 @@ class AgentEvent(BaseModel):
 
     @field_validator("version")
     @classmethod
-    def _check_version(cls, v: str) -> str:
+    def _check_version(cls, v: str, info: ValidationInfo) -> str:
+        if info.context is _WIRE:
+            return v
         major = major_version(v)
         if major not in SUPPORTED_MAJOR_VERSIONS:
             raise ValueError(
@@ -125,7 +150,9 @@ class AgentEvent(BaseModel):
 
     @field_validator("data")
     @classmethod
-    def _check_data(cls, v: dict[str, Any]) -> dict[str, Any]:
+    def _check_data(cls, v: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        if info.context is _WIRE:
+            return v  # decoded by _WIRE_DECODER: plain JSON that dumps back as it came
         try:
             encoded = _dumps(v)
         except (TypeError, ValueError) as exc:
@@ -189,23 +216,28 @@ class AgentEvent(BaseModel):
                 f"{decoded.get('event_id')!r}); this code reads major version(s) "
                 f"{sorted(SUPPORTED_MAJOR_VERSIONS)}"
             )
-        values: dict[str, Any] = {}
-        for name in cls.model_fields:
-            if name in decoded:
-                values[name] = decoded[name]
+        names = _FIELD_NAMES if cls is AgentEvent else cls.model_fields
+        values: dict[str, Any] = {k: v for k, v in decoded.items() if k in names}
         for name in _JSON_FIELDS:
             if name in values:
                 try:
-                    values[name] = json.loads(values[name])
+                    values[name] = _WIRE_DECODER.decode(values[name])
                 except ValueError as exc:
                     raise DecodeError(f"field {name!r} is not valid JSON: {exc}") from exc
         try:
-            return cls.model_validate(values)
+            return cls.model_validate(values, context=_WIRE)
         except ValidationError as exc:
             raise DecodeError(_describe(exc)) from exc
 
 
+_FIELD_NAMES = frozenset(AgentEvent.model_fields)
+
+
 def _decode_fields(fields: Mapping[Any, Any]) -> dict[str, str]:
+    try:  # what the consumer reads: bytes, valid UTF-8
+        return {k.decode(): v.decode() for k, v in fields.items()}
+    except (AttributeError, UnicodeDecodeError):
+        pass  # str, or a bad entry: field by field, to name what is wrong
     out: dict[str, str] = {}
     for key, value in fields.items():
         try:

@@ -187,6 +187,12 @@ def test_non_utf8_bytes_raise_decode_error_naming_the_field() -> None:
         AgentEvent.from_stream_dict(fields)
 
 
+@pytest.mark.parametrize("data", ['{"score": NaN}', '{"score": -Infinity}', '{"big": 1e999}'])
+def test_wire_data_json_cannot_write_back_is_a_decode_error(data: str) -> None:
+    with pytest.raises(DecodeError, match="data"):
+        AgentEvent.from_stream_dict(wire(data=data))
+
+
 def test_decode_error_is_a_value_error() -> None:
     with pytest.raises(ValueError):
         AgentEvent.from_stream_dict({})
