@@ -114,7 +114,9 @@ def run_worker(settings: PoolSettings, index: int, parent_pid: int, slot: SlotSt
         DeadLetterQueue(client, settings.tenant),
         policy=settings.retry_policy(),
         settings=settings.consumer_settings(),
-        observers=[SlotReporter(slot)],
+        # The supervisor only reads the slot to kill hung handlers: no timeout, no reports
+        # (two shared-memory writes per event saved).
+        observers=[SlotReporter(slot)] if settings.handler_timeout_s > 0 else [],
     )
     stops = 0
 
