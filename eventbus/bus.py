@@ -271,11 +271,22 @@ class TenantEventBus:
         *,
         count: int,
         block_ms: int | None,
+        acks: Mapping[str, Sequence[str]] | None = None,
     ) -> list[RawEntry]:
-        """XREADGROUP over ``{key: id}``; raw entries. Raises redis errors untranslated."""
+        """XREADGROUP over ``{key: id}``; raw entries. Raises redis errors untranslated.
+
+        ``acks`` (``{key: [id, ...]}``) are sent first, in the same round trip.
+        """
         block = None if block_ms is None else max_block_ms(self.redis, block_ms)
         wanted: Any = dict(streams)
-        reply = self.redis.xreadgroup(group, consumer, wanted, count=count, block=block)
+        if not acks:
+            reply = self.redis.xreadgroup(group, consumer, wanted, count=count, block=block)
+        else:
+            pipe = self.redis.pipeline(transaction=False)
+            for key, ids in acks.items():
+                pipe.xack(key, group, *ids)
+            pipe.xreadgroup(group, consumer, wanted, count=count, block=block)
+            reply = pipe.execute()[-1]
         return list(_iter_entries(reply))
 
     def ack(self, stream: str, group: str, *message_ids: str) -> int:

@@ -156,7 +156,7 @@ class EventConsumer:
         try:
             while not self._stop_requested:
                 try:
-                    self.process_batch(handler)
+                    self._process(handler, None, acks_with_read=True)
                 except redis.ResponseError as exc:
                     if is_nogroup(exc):
                         self._recreate_groups(exc)
@@ -183,8 +183,15 @@ class EventConsumer:
     def process_batch(self, handler: Handler, *, block_ms: int | None = None) -> int:
         """One round: recover own pending entries, promote due retries, reclaim if it is
         time, then read and handle new entries. Returns how many deliveries it handled."""
+        return self._process(handler, block_ms, acks_with_read=False)
+
+    def _process(self, handler: Handler, block_ms: int | None, acks_with_read: bool) -> int:
+        """process_batch; the loop leaves the acks of a batch to go with the next read."""
         self._ensure_ready()
-        self._flush_acks()
+        if not acks_with_read or not self._own_pending_checked:
+            self._flush_acks()
+        elif time.monotonic() >= self._next_reclaim:
+            self._flush_acks()  # what is handled must not come back as own pending
         if not self._own_pending_checked:
             done = self._handle_own_pending(handler)
             self._own_pending_checked = True
@@ -203,14 +210,20 @@ class EventConsumer:
         block = self.settings.block_ms if block_ms is None else block_ms
         until_promote_ms = int((self._next_promote - time.monotonic()) * 1000)
         block = max(1, min(block, until_promote_ms))
-        entries = self.bus.read_group(
-            self.group,
-            self.consumer_name,
-            {self._main: ">", self._retry: ">"},
-            count=self.settings.count,
-            block_ms=block,
-        )
-        return self._handle_entries(entries, handler, None)
+        acks, self._acks = self._acks, {}
+        try:  # the acks in hand go first, in the same round trip
+            entries = self.bus.read_group(
+                self.group,
+                self.consumer_name,
+                {self._main: ">", self._retry: ">"},
+                count=self.settings.count,
+                block_ms=block,
+                acks=acks,
+            )
+        except TRANSIENT:
+            self._keep_acks(acks)
+            raise
+        return self._handle_entries(entries, handler, None, flush=not acks_with_read)
 
     def reclaim_abandoned(self, idle_time_ms: int = 60_000) -> list[Reclaimed]:
         """Take over entries pending on any consumer for longer than ``idle_time_ms``.
@@ -325,7 +338,11 @@ class EventConsumer:
     # -- handling ------------------------------------------------------------------------
 
     def _handle_entries(
-        self, entries: list[RawEntry], handler: Handler, counts: dict[str, int] | None
+        self,
+        entries: list[RawEntry],
+        handler: Handler,
+        counts: dict[str, int] | None,
+        flush: bool = True,
     ) -> int:
         done = 0
         for entry in entries:
@@ -340,7 +357,8 @@ class EventConsumer:
             done += 1
             if self._acks and time.monotonic() - self._acks_since > 0.1:
                 self._flush_acks()
-        self._flush_acks()
+        if flush:
+            self._flush_acks()
         return done
 
     def _handle_one(self, entry: RawEntry, deliveries: int, handler: Handler) -> None:
@@ -349,7 +367,7 @@ class EventConsumer:
         if deliveries > self.settings.max_deliveries:
             self._dead_letter_poison(entry.key, entry.message_id, deliveries, retry_count)
             return
-        size = sum(len(k) + len(v) for k, v in fields.items())
+        size = sum(map(len, fields)) + sum(map(len, fields.values()))
         if size > self.bus.settings.max_event_bytes:
             failure = FailureInfo(
                 "EventTooLarge",
@@ -490,9 +508,13 @@ class EventConsumer:
             for key, ids in pending.items():
                 self._r.xack(key, self.group, *ids)
         except TRANSIENT:
-            for key, ids in pending.items():  # keep them: acks are idempotent
-                self._acks.setdefault(key, []).extend(ids)
+            self._keep_acks(pending)
             raise
+
+    def _keep_acks(self, acks: dict[str, list[str]]) -> None:
+        """Put back acks that may not have reached Redis (acks are idempotent)."""
+        for key, ids in acks.items():
+            self._acks.setdefault(key, []).extend(ids)
 
     def _wait_for_redis(self, exc: BaseException, failures: int) -> None:
         state = RetryCallState(None, None, (), {})  # type: ignore[arg-type]
