@@ -6,7 +6,7 @@ Scripts run with EVALSHA through redis-py's ``Script`` (reloaded after a server 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from importlib import resources
 from typing import Any
 
@@ -53,25 +53,30 @@ class Scripts:
     def publish(
         self,
         stream_key: str,
-        marker_key: str,
         registry_key: str,
         stream: str,
-        fields: dict[str, str],
+        events: Sequence[tuple[str, Mapping[str, str]]],
         *,
         dedupe_ttl_ms: int,
         maxlen: int,
         slack: int,
         client: Any = None,
     ) -> Any:
-        """Returns ``[message_id, written]`` (or queues it on a pipeline ``client``)."""
+        """Publish ``events`` (``[(marker_key, fields)]``, in order) in one call. Returns
+        the raw reply for :meth:`parse_publish` (or queues the call on a pipeline)."""
+        keys = [stream_key, registry_key]
         args: list[Any] = [dedupe_ttl_ms, maxlen, slack, stream]
-        for k, v in fields.items():
-            args += (k, v)
-        return self._call(self._publish, (stream_key, marker_key, registry_key), args, client)
+        for marker, fields in events:
+            keys.append(marker)
+            args.append(2 * len(fields))
+            for item in fields.items():
+                args += item
+        return self._call(self._publish, keys, args, client)
 
     @staticmethod
-    def parse_publish(reply: Any) -> tuple[str, bool]:
-        return _s(reply[0]), int(reply[1]) == 1
+    def parse_publish(reply: Any) -> list[tuple[str, bool]]:
+        """``[(message_id, written)]`` per event; written is False for a duplicate."""
+        return [(_s(reply[i]), int(reply[i + 1]) == 1) for i in range(0, len(reply), 2)]
 
     def ack_and_retry(
         self,

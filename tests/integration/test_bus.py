@@ -98,6 +98,18 @@ def test_publish_many_returns_ids_in_order_and_is_idempotent(
     assert bus.publish_many("tasks", []) == []
 
 
+def test_publish_many_of_several_script_calls_keeps_order_and_dedupes_within_the_batch(
+    r: redis.Redis, bus: TenantEventBus
+) -> None:
+    events = [make_event(data={"n": i}) for i in range(250)]  # three publish.lua calls
+
+    ids = bus.publish_many("tasks", [*events, events[7], events[240]])
+
+    assert ids[:250] == [i.decode() for i, _ in r.xrange(STREAM_KEY)]
+    assert ids[250] == ids[7] and ids[251] == ids[240]
+    assert r.xlen(STREAM_KEY) == 250
+
+
 def test_event_over_the_size_limit_raises_before_redis_is_touched() -> None:
     bus = TenantEventBus(dead_client(), "acme", settings=BusSettings(max_event_bytes=500))
     big = make_event(data={"blob": "x" * 600})
