@@ -72,14 +72,23 @@ class Reclaimer:
             tenant=settings.tenant, stream=settings.stream, group=settings.group
         )
         self._turn = 0
+        self._groups_existed = False  # set once the groups were there: recreating is news
 
     def tick(self) -> int:
         names = list(self.live_names())
         if not names:
             return 0
         st = self.settings
-        self.bus.ensure_group(st.stream, st.group)  # idempotent; Redis may have restarted
-        self.bus.ensure_group(st.stream, st.group, key=self.keys[1])
+        created = self.bus.ensure_group(st.stream, st.group)  # Redis may have restarted
+        created = self.bus.ensure_group(st.stream, st.group, key=self.keys[1]) or created
+        if created and self._groups_existed:  # as loud as when a worker recreates them
+            self.log.error(
+                "consumer_group_recreated",
+                warning="the group or stream vanished (Redis restarted without persistence, "
+                "or they were deleted): unacknowledged entries may be lost; reading from "
+                "the start",
+            )
+        self._groups_existed = True
         moved = 0
         for key in self.keys:
             start = "0-0"

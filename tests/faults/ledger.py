@@ -95,6 +95,21 @@ class Ledger:
         with self._lock:
             return set(self._published)
 
+    def out_of_order(self) -> int:
+        """Events first handled after an event published later than them (no ordering
+        across consumers: a count of how often that showed)."""
+        with self._lock:
+            order = list(self._published)
+        first_done: dict[str, float] = {}
+        for row in self.calls("done"):
+            first_done.setdefault(row["event_id"], row["t"])
+        times = [first_done[e] for e in order if e in first_done]
+        latest, count = float("-inf"), 0
+        for t in times:
+            count += t < latest
+            latest = max(latest, t)
+        return count
+
     # -- reading back ----------------------------------------------------------------------
 
     def calls(self, phase: str | None = None) -> list[dict[str, Any]]:
