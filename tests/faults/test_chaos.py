@@ -36,6 +36,7 @@ def _summary(report: dict) -> str:  # type: ignore[type-arg]
     return " ".join(f"{k}={report[k]}" for k in keys) + f" recovery={report['recovery']}"
 
 
+@pytest.mark.slow  # about 12 s with start-up and drain
 def test_chaos_smoke_loses_nothing(tmp_path: Path) -> None:
     report = run_chaos(
         tmp_path,

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import time
 
-import pytest
 import redis
 from structlog.testing import capture_logs
 
@@ -22,7 +21,6 @@ from tests.process.pool import STREAM, TENANT, pending_count
 SOCKET_TIMEOUT_S = 1.0  # the workers' client timeout (from the URL), below the stalls
 
 
-@pytest.mark.slow
 def test_killed_connections_and_stalls_under_load_lose_nothing(
     server: LocalRedis, make_pool, tbus: TenantEventBus, ledger: Ledger
 ) -> None:
@@ -75,7 +73,6 @@ def test_lost_reply_to_the_publish_script_is_retried_and_not_published_twice(
     assert [e["event"] for e in logs] == ["publish_deduplicated"]  # the retry found it
 
 
-@pytest.mark.slow
 def test_lost_reply_to_a_read_that_delivered_entries_loses_nothing(
     server: LocalRedis, make_pool, tbus: TenantEventBus, ledger: Ledger
 ) -> None:

@@ -83,7 +83,6 @@ def test_redis_sigkill_and_restart_on_the_same_aof_loses_no_acknowledged_publish
     assert pool.stop() == 0
 
 
-@pytest.mark.slow
 def test_redis_restart_without_persistence_recreates_the_group_at_0_and_goes_on(
     tmp_path: Path,
 ) -> None:

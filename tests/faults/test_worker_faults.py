@@ -90,7 +90,6 @@ def test_supervisor_sigkill_workers_exit_by_themselves_and_a_new_supervisor_reco
     assert second.stop() == 0
 
 
-@pytest.mark.slow
 def test_hung_handler_and_poison_pill_end_in_the_dlq_while_the_pool_serves_the_rest(
     make_pool, tbus: TenantEventBus, ledger: Ledger
 ) -> None:
