@@ -170,14 +170,30 @@ class Bench:
                 rss.ours, rss.plain, rss.target = pool.rss_mb(), plain.rss_mb(), ("ours<=", 80)
 
     def _pair(
-        self, name: str, unit: str, measure: Callable[[Pool | Plain], float], **kw: Any
-    ) -> Line:
-        line = self.line(kw.pop("section", "end_to_end"), name, unit, **kw)
-        for rep in range(self.sizes.reps):
-            self.say(f"{name} rep {rep + 1}/{self.sizes.reps}")
-            line.ours.append(measure(self.current_pool))
-            line.plain.append(measure(self.current_plain))
-        return line
+        self,
+        name: str,
+        measure: Callable[[Pool | Plain], m.Drained],
+        *,
+        section: str = "end_to_end",
+        cpu: bool = False,
+        reps: int = 0,
+        **kw: Any,
+    ) -> None:
+        """ours and plain in turn, ``reps`` times: events/s (and consumer CPU per event)."""
+        line = self.line(section, name, "ev/s", **kw)
+        cpu_line = self.line(section, f"  consumer CPU per event, {name.split(', ')[-1]}", "us")
+        reps = reps or self.sizes.reps
+        for rep in range(reps):
+            self.say(f"{name} rep {rep + 1}/{reps}")
+            for c, rates, cpus in (
+                (self.current_pool, line.ours, cpu_line.ours),
+                (self.current_plain, line.plain, cpu_line.plain),
+            ):
+                got = measure(c)
+                rates.append(got.rate)
+                cpus.append(got.cpu_us)
+        if not cpu:
+            self.lines.remove(cpu_line)
 
     def end_to_end(self, pool: Pool, plain: Plain, stream: str, n: int) -> None:
         self.current_pool, self.current_plain = pool, plain
@@ -185,18 +201,18 @@ class Bench:
         total = len(fields)
         target = ("ratio>=", 0.5)
 
-        def backlog(c: Pool | Plain) -> float:
+        def backlog(c: Pool | Plain) -> m.Drained:
             return m.drain(self.client, c, fields, total=total)
 
-        def concurrent(c: Pool | Plain) -> float:
+        def concurrent(c: Pool | Plain) -> m.Drained:
             ours = c is pool
             publisher = m.Publisher(self.url, stream if ours else c.key, ours, total // 2, SMALL)
             return m.drain(
                 self.client, c, fields[: total // 2], total=total // 2, publisher=publisher
             )
 
-        self._pair(f"pool vs plain loop, backlog, {n} proc", "ev/s", backlog, target=target)
-        self._pair(f"pool vs plain loop, + publisher, {n} proc", "ev/s", concurrent, target=target)
+        self._pair(f"pool vs plain loop, backlog, {n} proc", backlog, cpu=True, target=target)
+        self._pair(f"pool vs plain loop, + publisher, {n} proc", concurrent, target=target)
 
     def latency(self, pool: Pool, plain: Plain, stream: str, latency_file: Path) -> None:
         sz = self.sizes
@@ -229,22 +245,19 @@ class Bench:
         for size, count in self.sizes.by_size:
             fields = m.encoded(m.make_events(count, size))
 
-            def by_size(c: Pool | Plain, fields: Sequence[dict[str, str]] = fields) -> float:
+            def by_size(c: Pool | Plain, fields: Sequence[dict[str, str]] = fields) -> m.Drained:
                 return m.drain(self.client, c, fields, total=len(fields))
 
-            self._pair(
-                f"backlog of {_bytes(size)} events, 2 proc", "ev/s", by_size, section="scaling"
-            )
+            self._pair(f"backlog of {_bytes(size)} events, 2 proc", by_size, section="scaling")
         fields = m.encoded(m.make_events(1000, SMALL))
         k = self.sizes.depth_measure
         for depth in self.sizes.depths:
 
-            def deep(c: Pool | Plain, depth: int = depth) -> float:
+            def deep(c: Pool | Plain, depth: int = depth) -> m.Drained:
                 return m.drain(self.client, c, fields, total=depth, measure=k)
 
-            self._pair(
-                f"first {k:,} of {depth:,} stored entries, 2 proc", "ev/s", deep, section="scaling"
-            )
+            name = f"first {k:,} of {depth:,} stored entries, 2 proc"
+            self._pair(name, deep, section="scaling", reps=min(3, self.sizes.reps))
             self.deep_publish(pool, plain, stream, depth, fields)
 
     def deep_publish(
@@ -254,18 +267,19 @@ class Bench:
         line = self.line(
             "scaling", f"publish into {depth:,} unread entries", "ev/s", baseline="XADD"
         )
-        for rep in range(self.sizes.reps):
-            self.say(f"publish into {depth:,} rep {rep + 1}/{self.sizes.reps}")
-            for c in (pool, plain):
-                c.wait_idle(self.client)
-                c.pause()
-                m.fill(self.client, c.key, fields, depth)
+        for c in (pool, plain):
+            c.wait_idle(self.client)
+            c.pause()
+            m.fill(self.client, c.key, fields, depth)
+        reps = min(3, self.sizes.reps)
+        for rep in range(reps):
+            self.say(f"publish into {depth:,} rep {rep + 1}/{reps}")
             events = m.make_events(self.sizes.depth_measure, SMALL)
             line.ours.append(m.publish_rate(self.bus, stream, events))
             line.plain.append(m.xadd_rate(self.client, plain.key, m.encoded(events)))
-            for c in (pool, plain):
-                self.client.xtrim(c.key, maxlen=0, approximate=False)
-                c.resume()
+        for c in (pool, plain):
+            self.client.xtrim(c.key, maxlen=0, approximate=False)
+            c.resume()
 
 
 def _bytes(size: int) -> str:

@@ -8,13 +8,13 @@ import statistics
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis
 
 from eventbus import AgentEvent, EventType, TenantEventBus
 from eventbus.bus import encoded_size
-from workers.bench_procs import Consumers, id_tuple, last_delivered
+from workers.bench_procs import Consumers, cpu_s, id_tuple, last_delivered
 
 TENANT = "bench"
 BATCH = 100  # events per publish_many / pipeline, like a publisher that batches
@@ -88,17 +88,19 @@ def drain(
     total: int,
     measure: int = 0,
     publisher: Publisher | None = None,
-) -> float:
+) -> Drained:
     """Lay ``total`` entries down while the consumers are paused, let them go, and time
     until ``measure`` entries (0 = all, plus what ``publisher`` publishes meanwhile) are
-    handled and acked. Returns events/s; leaves the stream empty and the consumers idle."""
+    handled and acked. Leaves the stream empty and the consumers idle."""
     consumers.wait_idle(client)
     consumers.pause()
+    pids = consumers.pids()
     try:
         marked, last = fill(client, consumers.key, fields, total, measure)
         if publisher is not None:
             publisher.ready()
     finally:
+        cpu0 = cpu_s(pids)
         t0 = time.perf_counter()
         consumers.resume()
     count = measure or total
@@ -111,6 +113,7 @@ def drain(
         delivered, pending = last_delivered(client, consumers.key, consumers.group)
         if delivered >= target and (measure or pending == 0):
             elapsed = time.perf_counter() - t0
+            cpu = cpu_s(pids) - cpu0
             break
         time.sleep(POLL_S)
     if measure:  # the rest of a deep backlog is not needed any more
@@ -119,7 +122,12 @@ def drain(
         consumers.resume()
     consumers.wait_idle(client)
     client.xtrim(consumers.key, maxlen=0, approximate=False)
-    return count / elapsed
+    return Drained(count / elapsed, cpu / count * 1e6)
+
+
+class Drained(NamedTuple):
+    rate: float  # events/s, wall clock
+    cpu_us: float  # CPU of the consumer processes per event (all their threads), us
 
 
 class Publisher:

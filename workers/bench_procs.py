@@ -32,6 +32,18 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
+def cpu_s(pids: list[int]) -> float:
+    """CPU time the processes (all their threads) have used, in seconds (ns precision)."""
+    total = 0
+    for pid in pids:
+        for task in Path(f"/proc/{pid}/task").glob("*/schedstat"):
+            try:
+                total += int(task.read_text().split()[0])
+            except (OSError, ValueError, IndexError):
+                continue
+    return total / 1e9
+
+
 def _children(pid: int) -> list[int]:
     path = Path(f"/proc/{pid}/task/{pid}/children")
     try:

@@ -45,6 +45,7 @@ class Line:
         return {
             "name": self.name,
             "unit": self.unit,
+            "better": "higher" if self.unit.endswith("/s") else "lower",
             "baseline": self.baseline,
             "ours": _stats(self.ours),
             "plain": _stats(self.plain),
