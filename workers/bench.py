@@ -120,10 +120,13 @@ class Bench:
                 events = m.make_events(n, SMALL)
                 stream = f"pub{batch}-{rep}"
                 raw_key = f"bench:raw:{stream}"
-                self.bus.ensure_group(stream, "readers")  # as in use: the stream has a group
+                # As in use: the streams have a group whose consumers keep up (so publish
+                # trims acknowledged history past maxlen); a backlog is in "scaling".
+                self.bus.ensure_group(stream, "readers")
                 self.client.xgroup_create(raw_key, "readers", id="0", mkstream=True)
-                line.ours.append(m.publish_rate(self.bus, stream, events, batch))
-                line.plain.append(m.xadd_rate(self.client, raw_key, m.encoded(events), batch))
+                line.ours.append(m.publish_rate(self.bus, stream, events, batch, "readers"))
+                fields = m.encoded(events)
+                line.plain.append(m.xadd_rate(self.client, raw_key, fields, batch, "readers"))
                 self.client.delete(self.bus.keys.stream(stream), raw_key)
 
     # -- 4b. memory ----------------------------------------------------------------------

@@ -6,7 +6,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -185,34 +185,67 @@ def _publisher_main(
 
 
 def publish_rate(
-    bus: TenantEventBus, stream: str, events: Sequence[AgentEvent], batch: int = 1
+    bus: TenantEventBus,
+    stream: str,
+    events: Sequence[AgentEvent],
+    batch: int = 1,
+    readers: str | None = None,
 ) -> float:
-    """``publish`` one by one (batch 1) or ``publish_many`` in batches; events/s."""
-    t0 = time.perf_counter()
-    if batch == 1:
-        for event in events:
-            bus.publish(stream, event)
-    else:
-        for i in range(0, len(events), batch):
-            bus.publish_many(stream, events[i : i + batch])
-    return len(events) / (time.perf_counter() - t0)
+    """``publish`` one by one (batch 1) or ``publish_many`` in batches; events/s.
+
+    With ``readers`` (a group of the stream), it reads everything published so far every
+    100 events (untimed), like consumers that keep up: the publishes then trim as in use.
+    """
+
+    def run(i: int, j: int) -> None:
+        if batch == 1:
+            for event in events[i:j]:
+                bus.publish(stream, event)
+        else:
+            bus.publish_many(stream, events[i:j])
+
+    return _timed(len(events), run, bus.redis, bus.keys.stream(stream), readers)
 
 
 def xadd_rate(
-    client: redis.Redis, key: str, fields: Sequence[dict[str, str]], batch: int = 1
+    client: redis.Redis,
+    key: str,
+    fields: Sequence[dict[str, str]],
+    batch: int = 1,
+    readers: str | None = None,
 ) -> float:
     """Raw XADD of the same fields, one by one (batch 1) or pipelined; events/s."""
-    t0 = time.perf_counter()
-    if batch == 1:
-        for f in fields:
-            client.xadd(key, f)  # type: ignore[arg-type]
-    else:
-        for i in range(0, len(fields), batch):
+
+    def run(i: int, j: int) -> None:
+        if batch == 1:
+            for f in fields[i:j]:
+                client.xadd(key, f)  # type: ignore[arg-type]
+        else:
             pipe = client.pipeline(transaction=False)
-            for f in fields[i : i + batch]:
+            for f in fields[i:j]:
                 pipe.xadd(key, f)  # type: ignore[arg-type]
             pipe.execute()
-    return len(fields) / (time.perf_counter() - t0)
+
+    return _timed(len(fields), run, client, key, readers)
+
+
+def _timed(
+    n: int,
+    run: Callable[[int, int], None],
+    client: redis.Redis,
+    key: str,
+    readers: str | None,
+    chunk: int = BATCH,
+) -> float:
+    """events/s of ``run(i, j)`` over chunks of ``n``; ``readers`` catch up in between."""
+    spent = 0.0
+    for i in range(0, n, chunk):
+        t0 = time.perf_counter()
+        run(i, min(n, i + chunk))
+        spent += time.perf_counter() - t0
+        if readers:
+            client.xgroup_setid(key, readers, "$")
+    return n / spent
 
 
 # -- latency ---------------------------------------------------------------------------
