@@ -7,6 +7,7 @@ derived by :class:`~eventbus.keys.TenantKeys`.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from itertools import chain
 from typing import Any, NamedTuple
 
 import redis
@@ -67,7 +68,9 @@ class RawEntry(NamedTuple):
 
 
 def encoded_size(fields: Mapping[str, str]) -> int:
-    return sum(len(k.encode()) + len(v.encode()) for k, v in fields.items())
+    """Bytes of the fields and values in UTF-8."""
+    text = "".join(chain.from_iterable(fields.items()))
+    return len(text) if text.isascii() else len(text.encode())
 
 
 def _decode_lossy(fields: Mapping[Any, Any]) -> dict[str, str]:
