@@ -204,7 +204,7 @@ class AgentEvent(BaseModel):
             "source_agent_id": self.source_agent_id,
             "call_chain": _dumps(self.call_chain),
             "data": _dumps(self.data),
-            "context_refs": _dumps(self.context_refs),
+            "context_refs": _dumps(self.context_refs) if self.context_refs else "[]",
         }
         for name in _OPTIONAL_FIELDS:
             value = getattr(self, name)
