@@ -124,9 +124,9 @@ class Bench:
                 # trims acknowledged history past maxlen); a backlog is in "scaling".
                 self.bus.ensure_group(stream, "readers")
                 self.client.xgroup_create(raw_key, "readers", id="0", mkstream=True)
-                line.ours.append(m.publish_rate(self.bus, stream, events, batch, "readers"))
-                fields = m.encoded(events)
-                line.plain.append(m.xadd_rate(self.client, raw_key, fields, batch, "readers"))
+                ours, raw = m.publish_rates(self.bus, stream, raw_key, events, batch, "readers")
+                line.ours.append(ours)
+                line.plain.append(raw)
                 self.client.delete(self.bus.keys.stream(stream), raw_key)
 
     # -- 4b. memory ----------------------------------------------------------------------
@@ -188,10 +188,11 @@ class Bench:
         reps = reps or self.sizes.reps
         for rep in range(reps):
             self.say(f"{name} rep {rep + 1}/{reps}")
-            for c, rates, cpus in (
+            sides: list[tuple[Pool | Plain, list[float], list[float]]] = [
                 (self.current_pool, line.ours, cpu_line.ours),
                 (self.current_plain, line.plain, cpu_line.plain),
-            ):
+            ]
+            for c, rates, cpus in sides if rep % 2 == 0 else sides[::-1]:  # drift cancels
                 got = measure(c)
                 rates.append(got.rate)
                 cpus.append(got.cpu_us)
@@ -278,8 +279,9 @@ class Bench:
         for rep in range(reps):
             self.say(f"publish into {depth:,} rep {rep + 1}/{reps}")
             events = m.make_events(self.sizes.depth_measure, SMALL)
-            line.ours.append(m.publish_rate(self.bus, stream, events))
-            line.plain.append(m.xadd_rate(self.client, plain.key, m.encoded(events)))
+            ours, raw = m.publish_rates(self.bus, stream, plain.key, events)
+            line.ours.append(ours)
+            line.plain.append(raw)
         for c in (pool, plain):
             self.client.xtrim(c.key, maxlen=0, approximate=False)
             c.resume()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -184,68 +184,52 @@ def _publisher_main(
 # -- publishing ------------------------------------------------------------------------
 
 
-def publish_rate(
+def publish_rates(
     bus: TenantEventBus,
     stream: str,
+    raw_key: str,
     events: Sequence[AgentEvent],
     batch: int = 1,
     readers: str | None = None,
-) -> float:
-    """``publish`` one by one (batch 1) or ``publish_many`` in batches; events/s.
+) -> tuple[float, float]:
+    """events/s of ours (``publish`` one by one, or ``publish_many`` in batches) and of raw
+    XADD of the same fields (one by one, or pipelined) into ``raw_key``.
 
-    With ``readers`` (a group of the stream), it reads everything published so far every
-    100 events (untimed), like consumers that keep up: the publishes then trim as in use.
+    They take turns every 100 events (in both orders), so both see the same machine: other
+    load comes and goes within seconds. With ``readers`` (a group of both streams), it
+    reads everything published so far after each turn (untimed), like consumers that keep
+    up: the publishes then trim as in use.
     """
+    fields = encoded(events)
+    client = bus.redis
 
-    def run(i: int, j: int) -> None:
+    def ours(i: int, j: int) -> None:
         if batch == 1:
             for event in events[i:j]:
                 bus.publish(stream, event)
         else:
             bus.publish_many(stream, events[i:j])
 
-    return _timed(len(events), run, bus.redis, bus.keys.stream(stream), readers)
-
-
-def xadd_rate(
-    client: redis.Redis,
-    key: str,
-    fields: Sequence[dict[str, str]],
-    batch: int = 1,
-    readers: str | None = None,
-) -> float:
-    """Raw XADD of the same fields, one by one (batch 1) or pipelined; events/s."""
-
-    def run(i: int, j: int) -> None:
+    def raw(i: int, j: int) -> None:
         if batch == 1:
             for f in fields[i:j]:
-                client.xadd(key, f)  # type: ignore[arg-type]
+                client.xadd(raw_key, f)  # type: ignore[arg-type]
         else:
             pipe = client.pipeline(transaction=False)
             for f in fields[i:j]:
-                pipe.xadd(key, f)  # type: ignore[arg-type]
+                pipe.xadd(raw_key, f)  # type: ignore[arg-type]
             pipe.execute()
 
-    return _timed(len(fields), run, client, key, readers)
-
-
-def _timed(
-    n: int,
-    run: Callable[[int, int], None],
-    client: redis.Redis,
-    key: str,
-    readers: str | None,
-    chunk: int = BATCH,
-) -> float:
-    """events/s of ``run(i, j)`` over chunks of ``n``; ``readers`` catch up in between."""
-    spent = 0.0
-    for i in range(0, n, chunk):
-        t0 = time.perf_counter()
-        run(i, min(n, i + chunk))
-        spent += time.perf_counter() - t0
-        if readers:
-            client.xgroup_setid(key, readers, "$")
-    return n / spent
+    turns = [(0, ours, bus.keys.stream(stream)), (1, raw, raw_key)]
+    spent = [0.0, 0.0]
+    for i in range(0, len(events), BATCH):
+        for side, run, key in turns if i % (2 * BATCH) == 0 else turns[::-1]:
+            t0 = time.perf_counter()
+            run(i, min(len(events), i + BATCH))
+            spent[side] += time.perf_counter() - t0
+            if readers:
+                client.xgroup_setid(key, readers, "$")
+    return len(events) / spent[0], len(events) / spent[1]
 
 
 # -- latency ---------------------------------------------------------------------------
