@@ -36,7 +36,6 @@ SCHEMA_VERSION = "1.0"
 RESERVED_PREFIX = "_"
 
 _JSON_FIELDS = ("call_chain", "context_refs", "data")
-_OPTIONAL_FIELDS = ("correlation_id", "parent_event_id")
 
 
 class EventPriority(str, Enum):
@@ -67,6 +66,14 @@ _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan
 
 def _dumps(value: Any) -> str:
     return _ENCODER.encode(value)  # json.dumps would build this encoder at every call
+
+
+def _dumps_strs(values: list[str]) -> str:
+    """``_dumps`` of a list of str, as the encoder writes each str, without its set-up."""
+    try:
+        return "[" + ",".join(map(json.encoder.encode_basestring, values)) + "]"
+    except TypeError:  # an item is not a str (the list was changed in place): the encoder
+        return _dumps(values)
 
 
 def _not_json(text: str) -> float:
@@ -202,14 +209,14 @@ class AgentEvent(BaseModel):
             "tenant_id": self.tenant_id,
             "priority": self.priority.value,
             "source_agent_id": self.source_agent_id,
-            "call_chain": _dumps(self.call_chain),
+            "call_chain": _dumps_strs(self.call_chain),
             "data": _dumps(self.data),
-            "context_refs": _dumps(self.context_refs) if self.context_refs else "[]",
+            "context_refs": _dumps_strs(self.context_refs),
         }
-        for name in _OPTIONAL_FIELDS:
-            value = getattr(self, name)
-            if value is not None:
-                out[name] = value
+        if self.correlation_id is not None:  # the optional fields are left out when None
+            out["correlation_id"] = self.correlation_id
+        if self.parent_event_id is not None:
+            out["parent_event_id"] = self.parent_event_id
         return out
 
     @classmethod
