@@ -131,8 +131,9 @@ class TenantEventBus:
         self, stream: str, events: Sequence[AgentEvent]
     ) -> tuple[str, list[tuple[str, dict[str, str]]]]:
         """Validate and encode every event before anything is sent: (stream key, batch)."""
-        batch = [(self.keys.dedupe(stream, e.event_id), self._encode(e)) for e in events]
-        return self.keys.stream(stream), batch
+        encoded = [self._encode(e) for e in events]
+        markers = self.keys.dedupe_all(stream, [e.event_id for e in events])
+        return self.keys.stream(stream), list(zip(markers, encoded, strict=True))
 
     def _publish_batch(
         self, stream: str, events: Sequence[AgentEvent], what: str

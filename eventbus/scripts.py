@@ -76,7 +76,7 @@ class Scripts:
     @staticmethod
     def parse_publish(reply: Any) -> list[tuple[str, bool]]:
         """``[(message_id, written)]`` per event; written is False for a duplicate."""
-        return [(_s(reply[i]), int(reply[i + 1]) == 1) for i in range(0, len(reply), 2)]
+        return [(_s(i), w == 1) for i, w in zip(reply[0::2], reply[1::2], strict=True)]
 
     def ack_and_retry(
         self,

@@ -170,3 +170,16 @@ def test_a_name_is_accepted_exactly_when_it_uses_only_safe_characters(name: str)
     safe = 1 <= len(name) <= 64 and set(name) <= set(SAFE) and name not in {".", ".."}
 
     assert _accepted(validate_tenant_id, name) is safe
+
+
+def test_dedupe_all_is_dedupe_of_each_event_and_checks_every_name() -> None:
+    keys = TenantKeys("acme")
+
+    assert keys.dedupe_all("tasks", ["a", "b-1:x"]) == [
+        keys.dedupe("tasks", "a"),
+        keys.dedupe("tasks", "b-1:x"),
+    ]
+    with pytest.raises(InvalidName):
+        keys.dedupe_all("tasks", ["ok", "not ok"])
+    with pytest.raises(InvalidName):
+        keys.dedupe_all("a:b", ["ok"])
