@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import redis
@@ -17,16 +17,15 @@ import structlog
 from tenacity import RetryCallState, wait_exponential, wait_random
 
 from eventbus import handler as handlers
+from eventbus.acks import AckBuffer
 from eventbus.bus import RawEntry, TenantEventBus
 from eventbus.dlq import (
-    REASON_DECODE_ERROR,
-    REASON_MAX_DELIVERIES,
-    REASON_TOO_LARGE,
     DeadLetterQueue,
 )
-from eventbus.errors import DecodeError, EventBusError, TenantMismatch
+from eventbus.errors import EventBusError, TenantMismatch
 from eventbus.handler import DeliveryObserver, Handler, HandlerContext
 from eventbus.heartbeat import Heartbeat
+from eventbus.intake import Rejected, poison, retry_count_of, screen
 from eventbus.keys import validate_consumer, validate_group, validate_stream
 from eventbus.outcomes import Outcome, Outcomes
 from eventbus.redis_io import REFUSALS, TRANSIENT, error_text, is_nogroup, s
@@ -47,14 +46,6 @@ class Reclaimed(NamedTuple):
     message_id: str
     #: Deliveries so far (the next handling is delivery ``deliveries + 1``).
     deliveries: int
-
-
-def _retry_count_of(fields: Mapping[bytes, bytes]) -> int:
-    raw = fields.get(_RETRY_COUNT)
-    try:
-        return max(0, int(raw)) if raw is not None else 0
-    except ValueError:
-        return 0
 
 
 class EventConsumer:
@@ -117,8 +108,7 @@ class EventConsumer:
         self._own_pending_checked = False
         self._next_promote = 0.0
         self._next_reclaim = 0.0
-        self._acks: dict[str, list[str]] = {}
-        self._acks_since = 0.0
+        self._acks = AckBuffer(self._r, group)
         self._heartbeat = Heartbeat(self._r, group, consumer_name, self.settings.heartbeat_s)
         self._observers: tuple[DeliveryObserver, ...] = (self._heartbeat, *observers)
         # 0.1 s doubling up to the cap, plus up to 0.1 s of jitter (workers do not reconnect
@@ -173,7 +163,7 @@ class EventConsumer:
                     failures = 0
         finally:
             try:
-                self._flush_acks()
+                self._acks.flush()
             except redis.RedisError as exc:
                 self.log.warning("final_ack_failed", error=error_text(exc))
             self._heartbeat.close()
@@ -189,9 +179,9 @@ class EventConsumer:
         """process_batch; the loop leaves the acks of a batch to go with the next read."""
         self._ensure_ready()
         if not acks_with_read or not self._own_pending_checked:
-            self._flush_acks()
+            self._acks.flush()
         elif time.monotonic() >= self._next_reclaim:
-            self._flush_acks()  # what is handled must not come back as own pending
+            self._acks.flush()  # what is handled must not come back as own pending
         if not self._own_pending_checked:
             done = self._handle_own_pending(handler)
             self._own_pending_checked = True
@@ -210,7 +200,7 @@ class EventConsumer:
         block = self.settings.block_ms if block_ms is None else block_ms
         until_promote_ms = int((self._next_promote - time.monotonic()) * 1000)
         block = max(1, min(block, until_promote_ms))
-        acks, self._acks = self._acks, {}
+        acks = self._acks.take()
         try:  # the acks in hand go first, in the same round trip
             entries = self.bus.read_group(
                 self.group,
@@ -221,7 +211,7 @@ class EventConsumer:
                 acks=acks,
             )
         except TRANSIENT:
-            self._keep_acks(acks)
+            self._acks.put_back(acks)
             raise
         return self._handle_entries(entries, handler, None, flush=not acks_with_read)
 
@@ -352,43 +342,28 @@ class EventConsumer:
             if deliveries > 1 or entry.key == self._retry:
                 # A redelivery or a retry may be what killed or hung a worker before: ack
                 # what is done first, or the events before it are handled again at a crash.
-                self._flush_acks()
+                self._acks.flush()
             self._handle_one(entry, deliveries, handler)
             done += 1
-            if self._acks and time.monotonic() - self._acks_since > 0.1:
-                self._flush_acks()
+            if self._acks.old():
+                self._acks.flush()
         if flush:
-            self._flush_acks()
+            self._acks.flush()
         return done
 
     def _handle_one(self, entry: RawEntry, deliveries: int, handler: Handler) -> None:
-        fields = entry.fields
-        retry_count = _retry_count_of(fields)
-        if deliveries > self.settings.max_deliveries:
-            self._dead_letter_poison(entry.key, entry.message_id, deliveries, retry_count)
+        retry_count = retry_count_of(entry.fields)
+        verdict = screen(
+            entry.fields,
+            deliveries,
+            max_deliveries=self.settings.max_deliveries,
+            max_bytes=self.bus.settings.max_event_bytes,
+            tenant_id=self.bus.tenant_id,
+        )
+        if isinstance(verdict, Rejected):
+            self._dead_letter(entry, verdict.reason, retry_count, verdict.failure)
             return
-        size = sum(map(len, fields)) + sum(map(len, fields.values()))
-        if size > self.bus.settings.max_event_bytes:
-            failure = FailureInfo(
-                "EventTooLarge",
-                f"entry is {size} bytes, over the limit of {self.bus.settings.max_event_bytes}",
-                "",
-            )
-            self._dead_letter(entry, REASON_TOO_LARGE, retry_count, failure)
-            return
-        try:
-            event = AgentEvent.from_stream_dict(fields)
-            if event.tenant_id != self.bus.tenant_id:
-                raise DecodeError(
-                    f"event tenant_id {event.tenant_id!r} does not match the stream's "
-                    f"tenant {self.bus.tenant_id!r}"
-                )
-        except DecodeError as exc:
-            self._dead_letter(
-                entry, REASON_DECODE_ERROR, retry_count, FailureInfo.from_exception(exc)
-            )
-            return
-        self._run_handler(entry, event, deliveries, retry_count, handler)
+        self._run_handler(entry, verdict, deliveries, retry_count, handler)
 
     def _run_handler(
         self,
@@ -422,9 +397,7 @@ class EventConsumer:
             self._finished()
             raise
         self._finished()
-        if not self._acks:
-            self._acks_since = time.monotonic()
-        self._acks.setdefault(entry.key, []).append(entry.message_id)
+        self._acks.add(entry.key, entry.message_id)
         self.stats["handled"] += 1
         self.log.debug(
             "event_handled",
@@ -474,15 +447,9 @@ class EventConsumer:
     def _dead_letter_poison(
         self, key: str, message_id: str, deliveries: int, retry_count: int = 0
     ) -> None:
-        failure = FailureInfo(
-            "MaxDeliveriesExceeded",
-            f"delivered {deliveries} times without an outcome (limit "
-            f"{self.settings.max_deliveries}): the handler may be killing its worker",
-            "",
-        )
-        self._dead_letter(
-            RawEntry(key, message_id, {}), REASON_MAX_DELIVERIES, retry_count, failure
-        )
+        rejected = poison(deliveries, self.settings.max_deliveries)
+        entry = RawEntry(key, message_id, {})
+        self._dead_letter(entry, rejected.reason, retry_count, rejected.failure)
 
     def _dead_letter(
         self, entry: RawEntry, reason: str, retry_count: int, failure: FailureInfo
@@ -498,23 +465,7 @@ class EventConsumer:
         )
         self._count(outcome)
 
-    # -- acks and reconnects -------------------------------------------------------------
-
-    def _flush_acks(self) -> None:
-        if not self._acks:
-            return
-        pending, self._acks = self._acks, {}
-        try:
-            for key, ids in pending.items():
-                self._r.xack(key, self.group, *ids)
-        except TRANSIENT:
-            self._keep_acks(pending)
-            raise
-
-    def _keep_acks(self, acks: dict[str, list[str]]) -> None:
-        """Put back acks that may not have reached Redis (acks are idempotent)."""
-        for key, ids in acks.items():
-            self._acks.setdefault(key, []).extend(ids)
+    # -- reconnects -------------------------------------------------------------
 
     def _wait_for_redis(self, exc: BaseException, failures: int) -> None:
         state = RetryCallState(None, None, (), {})  # type: ignore[arg-type]

@@ -15,10 +15,9 @@ import redis
 import structlog
 
 from eventbus import DeadLetterQueue, TenantEventBus
-from eventbus.dlq import REASON_MAX_DELIVERIES
+from eventbus.intake import poison
 from eventbus.outcomes import Outcomes
 from eventbus.redis_io import is_nogroup, s
-from eventbus.retry import FailureInfo
 from workers.settings import PoolSettings
 
 
@@ -117,19 +116,14 @@ class Reclaimer:
         return moved
 
     def _poison(self, key: str, message_id: str, owner: str, deliveries: int) -> None:
-        failure = FailureInfo(
-            "MaxDeliveriesExceeded",
-            f"delivered {deliveries} times without an outcome (limit "
-            f"{self.settings.max_deliveries}): the handler may be killing its worker",
-            "",
-        )
+        rejected = poison(deliveries, self.settings.max_deliveries)
         self.outcomes.dead_letter(
             key,
             message_id,
             owner,
-            reason=REASON_MAX_DELIVERIES,
+            reason=rejected.reason,
             retry_count=0,
-            failure=failure,
+            failure=rejected.failure,
             log=self.log.bind(message_id=message_id),
         )
 

@@ -1,0 +1,69 @@
+"""Intake (pure): before a handler sees a delivery, decide whether it may. Poison pills
+(delivered too often), oversize entries and undecodable or foreign events are rejected
+with the reason they go to the dead-letter queue under."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from eventbus.dlq import REASON_DECODE_ERROR, REASON_MAX_DELIVERIES, REASON_TOO_LARGE
+from eventbus.errors import DecodeError
+from eventbus.retry import FailureInfo
+from eventbus.schemas import AgentEvent
+
+_RETRY_COUNT = b"_retry_count"
+
+
+@dataclass(frozen=True)
+class Rejected:
+    reason: str
+    failure: FailureInfo
+
+
+def retry_count_of(fields: Mapping[bytes, bytes]) -> int:
+    """The ``_retry_count`` an entry carries (0 when absent or unreadable)."""
+    raw = fields.get(_RETRY_COUNT)
+    try:
+        return max(0, int(raw)) if raw is not None else 0
+    except ValueError:
+        return 0
+
+
+def poison(deliveries: int, max_deliveries: int) -> Rejected:
+    return Rejected(
+        REASON_MAX_DELIVERIES,
+        FailureInfo(
+            "MaxDeliveriesExceeded",
+            f"delivered {deliveries} times without an outcome (limit {max_deliveries}): "
+            "the handler may be killing its worker",
+            "",
+        ),
+    )
+
+
+def screen(
+    fields: Mapping[bytes, bytes],
+    deliveries: int,
+    *,
+    max_deliveries: int,
+    max_bytes: int,
+    tenant_id: str,
+) -> AgentEvent | Rejected:
+    """The decoded event, or why it must not reach the handler."""
+    if deliveries > max_deliveries:
+        return poison(deliveries, max_deliveries)
+    size = sum(map(len, fields)) + sum(map(len, fields.values()))
+    if size > max_bytes:
+        message = f"entry is {size} bytes, over the limit of {max_bytes}"
+        return Rejected(REASON_TOO_LARGE, FailureInfo("EventTooLarge", message, ""))
+    try:
+        event = AgentEvent.from_stream_dict(fields)
+        if event.tenant_id != tenant_id:
+            raise DecodeError(
+                f"event tenant_id {event.tenant_id!r} does not match the stream's "
+                f"tenant {tenant_id!r}"
+            )
+    except DecodeError as exc:
+        return Rejected(REASON_DECODE_ERROR, FailureInfo.from_exception(exc))
+    return event
