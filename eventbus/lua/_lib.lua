@@ -66,3 +66,18 @@ local function eb_safe_trim(key, maxlen, slack)
   if #victims == 0 then return removed end
   return removed + redis.call('XTRIM', key, 'MINID', eb_next_id(victims[#victims][1]))
 end
+
+-- The fields of entry ID of stream KEY if it is pending in GROUP on CONSUMER (the only
+-- one who may decide its outcome). Returns nil, 0 when it is not pending on that
+-- consumer (acked, or claimed by another); nil, -1 when it is pending but was deleted
+-- from the stream (it is then acknowledged: there is nothing left to keep).
+local function eb_owned_entry(key, group, id, consumer)
+  local owner = redis.call('XPENDING', key, group, id, id, 1)
+  if #owner == 0 or owner[1][2] ~= consumer then return nil, 0 end
+  local found = redis.call('XRANGE', key, id, id)
+  if #found == 0 then
+    redis.call('XACK', key, group, id)
+    return nil, -1
+  end
+  return found[1][2], nil
+end

@@ -15,15 +15,9 @@
 -- The XADD comes before the XACK, so a refused write leaves the entry pending.
 -- @include _lib.lua
 
-local owner = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
-if #owner == 0 or owner[1][2] ~= ARGV[3] then return 0 end
-local found = redis.call('XRANGE', KEYS[1], ARGV[2], ARGV[2])
-if #found == 0 then
-  redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
-  return -1
-end
+local original, status = eb_owned_entry(KEYS[1], ARGV[1], ARGV[2], ARGV[3])
+if original == nil then return status end
 local fields = {}
-local original = found[1][2]
 local origin = nil
 for i = 1, #original, 2 do
   local name = original[i]
