@@ -1,8 +1,8 @@
 """The demo: publish a few agent events, handle them, watch one fail through its retries
 into the dead-letter queue, then replay it once the "bug" is fixed.
 
-    python -m eventbus.demo            # throwaway private redis-server
-    REDIS_URL=redis://host:6379/0 python -m eventbus.demo
+    python -m workers.demo            # throwaway private redis-server
+    REDIS_URL=redis://host:6379/0 python -m workers.demo
 
 Uses the tenant ``demo`` and short retry delays (0.5 s, 1 s, 2 s; the defaults are 1, 4, 16).
 """
