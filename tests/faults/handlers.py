@@ -17,12 +17,9 @@ turns into a duplicate.
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import time
-
-import redis
 
 from eventbus import AgentEvent, HandlerContext, wants_context
 from eventbus.dedupe import once
@@ -47,11 +44,6 @@ def _write(event: AgentEvent, ctx: HandlerContext, phase: str) -> None:
         os.close(fd)
 
 
-@functools.lru_cache(maxsize=1)
-def _client() -> redis.Redis:
-    return redis.Redis.from_url(os.environ["FAULTS_REDIS_URL"])
-
-
 @wants_context
 def record(event: AgentEvent, ctx: HandlerContext) -> None:
     data = event.data
@@ -66,7 +58,7 @@ def record(event: AgentEvent, ctx: HandlerContext) -> None:
         _write(event, ctx, "fail")
         raise RuntimeError(f"asked to fail attempt {ctx.retry_count + 1}")
     if data.get("dedupe"):
-        if not once(_client(), event, ctx, lambda: _write(event, ctx, "done")):
+        if not once(ctx.bus.redis, event, ctx, lambda: _write(event, ctx, "done")):
             _write(event, ctx, "skipped")
     else:
         _write(event, ctx, "done")

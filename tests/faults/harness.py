@@ -14,24 +14,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from eventbus import AgentEvent, EventBusError, EventType, TenantEventBus
+from eventbus import AgentEvent, EventBusError, TenantEventBus
 from eventbus.localredis import LocalRedis, pid_alive
 from tests.conftest import wait_for
 from tests.faults.ledger import Ledger
-from tests.process.pool import STREAM, TENANT, Pool
+from tests.process.pool import STREAM, Pool, event
 
 HANDLER = "tests.faults.handlers:record"
 ROOT = Path(__file__).parents[2]
 
 
-def make_event(**data: Any) -> AgentEvent:
-    return AgentEvent(
-        event_type=EventType.TASK_ASSIGNED,
-        tenant_id=TENANT,
-        source_agent_id="planner",
-        call_chain=["planner"],
-        data=data,
-    )
+make_event = event  # one event factory for the process and fault suites
 
 
 class FaultPool(Pool):
@@ -49,7 +42,6 @@ class FaultPool(Pool):
         super().__init__(server, tmp, **kwargs)
         url = redis_url or server.url
         self.args += ["--handler", HANDLER, "--redis-url", url]
-        self.env["FAULTS_REDIS_URL"] = server.url
         self.seen_pids: set[int] = set()
 
     def start(self, wait_ready: bool = True) -> FaultPool:
