@@ -14,38 +14,14 @@ from eventbus.logs import LEVELS
 from eventbus.schemas import EventPriority, EventType
 from eventbus.settings import BusSettings
 from workers.cli_events import parse_enum
+from workers.settings import at_least_float, at_least_int
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return value
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"expected seconds >= 0, got {text!r}")
-    return value
+_positive_int = at_least_int(1)
+_non_negative_int = at_least_int(0)
+_seconds = at_least_float(0)
 
 
 def _enum_arg(enum_cls: type[Enum]) -> Callable[[str], Enum]:

@@ -24,7 +24,8 @@ class SettingsError(ValueError):
     """A setting has a bad value; the message names the flag and its env twin."""
 
 
-def _int(minimum: int) -> Callable[[str], int]:
+def at_least_int(minimum: int) -> Callable[[str], int]:
+    """A parser of integers >= ``minimum`` (ValueError otherwise; argparse names it)."""
     def parse(raw: str) -> int:
         value = int(raw)
         if value < minimum:
@@ -35,7 +36,7 @@ def _int(minimum: int) -> Callable[[str], int]:
     return parse
 
 
-def _float(minimum: float) -> Callable[[str], float]:
+def at_least_float(minimum: float) -> Callable[[str], float]:
     def parse(raw: str) -> float:
         value = float(raw)
         if not value >= minimum:  # also rejects NaN
@@ -56,7 +57,7 @@ def _delays(raw: str) -> tuple[float, ...]:
 def _optional_int(raw: str) -> int | None:
     if raw.strip() == "":
         return None
-    return _int(0)(raw)
+    return at_least_int(0)(raw)
 
 
 def _bool(raw: str) -> bool:
@@ -115,7 +116,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("stream", _name(validate_stream), None, "stream to consume"),
     Option("group", _name(validate_group), None, "consumer group"),
     Option("handler", _handler, None, "handler import path, package.module:function"),
-    Option("processes", _int(1), "2", "worker processes (one consumer each)"),
+    Option("processes", at_least_int(1), "2", "worker processes (one consumer each)"),
     Option("pool_name", str, "", "consumer name prefix (default: the group)", "EVENTBUS_POOL"),
     Option(
         "hostname_in_names",
@@ -128,45 +129,45 @@ OPTIONS: tuple[Option, ...] = (
     Option("max_retries", _optional_int, "", "retries before the DLQ (default: one per delay)"),
     Option(
         "handler_timeout_s",
-        _float(0),
+        at_least_float(0),
         "0",
         "a handler running longer is killed and counts as a failed attempt (0 = off)",
     ),
-    Option("reclaim_idle_ms", _int(1), "60000", "entries pending this long are reclaimed"),
-    Option("reclaim_interval_s", _float(0.1), "15", "how often the reclaimer runs"),
-    Option("max_deliveries", _int(1), "5", "deliveries before an entry counts as poison"),
-    Option("sweep_interval_s", _float(0.1), "60", "how often the DLQ sweeper runs"),
+    Option("reclaim_idle_ms", at_least_int(1), "60000", "entries pending this long are reclaimed"),
+    Option("reclaim_interval_s", at_least_float(0.1), "15", "how often the reclaimer runs"),
+    Option("max_deliveries", at_least_int(1), "5", "deliveries before an entry counts as poison"),
+    Option("sweep_interval_s", at_least_float(0.1), "60", "how often the DLQ sweeper runs"),
     Option(
         "dlq_max_age_s",
-        _float(0),
+        at_least_float(0),
         "1209600",
         "dead letters older than this are deleted (0 = never; default 14 days)",
     ),
-    Option("dlq_max_len", _int(0), "10000", "DLQ length cap (0 = none)"),
+    Option("dlq_max_len", at_least_int(0), "10000", "DLQ length cap (0 = none)"),
     Option(
         "dlq_min_age_s",
-        _float(0),
+        at_least_float(0),
         "86400",
         "the length cap never deletes dead letters younger than this",
     ),
     Option(
         "consumer_idle_ms",
-        _int(1),
+        at_least_int(1),
         "3600000",
         "consumer names idle this long with nothing pending are removed",
     ),
-    Option("maxlen", _int(0), "1000", "stream retention target (entries; 0 = never trim)"),
-    Option("batch_size", _int(1), "100", "entries per read"),
-    Option("block_ms", _int(1), "2000", "longest blocking read (stop takes about this long)"),
+    Option("maxlen", at_least_int(0), "1000", "stream retention target (entries; 0 = never trim)"),
+    Option("batch_size", at_least_int(1), "100", "entries per read"),
+    Option("block_ms", at_least_int(1), "2000", "longest blocking read (stop takes about that)"),
     Option(
         "grace_period_s",
-        _float(0),
+        at_least_float(0),
         "30",
         "on SIGTERM, how long workers may finish the event in hand before being killed",
     ),
     Option(
         "max_restarts_per_minute",
-        _int(1),
+        at_least_int(1),
         "10",
         "worker restarts allowed per minute before respawning pauses (logged loudly)",
     ),
