@@ -26,6 +26,7 @@ class SettingsError(ValueError):
 
 def at_least_int(minimum: int) -> Callable[[str], int]:
     """A parser of integers >= ``minimum`` (ValueError otherwise; argparse names it)."""
+
     def parse(raw: str) -> int:
         value = int(raw)
         if value < minimum:
