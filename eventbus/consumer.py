@@ -25,15 +25,15 @@ from eventbus.dlq import (
 from eventbus.errors import EventBusError, TenantMismatch
 from eventbus.handler import DeliveryObserver, Handler, HandlerContext
 from eventbus.heartbeat import Heartbeat
-from eventbus.intake import Rejected, poison, retry_count_of, screen
+from eventbus.intake import Rejected, poison, screen
 from eventbus.keys import validate_consumer, validate_group, validate_stream
 from eventbus.outcomes import Outcome, Outcomes
+from eventbus.records import FailureInfo, retry_count_of
 from eventbus.redis_io import REFUSALS, TRANSIENT, error_text, is_nogroup, s
-from eventbus.retry import MAX_RETRIES, RETRY_DELAYS, FailureInfo, RetryPolicy
+from eventbus.retry import MAX_RETRIES, RETRY_DELAYS, RetryPolicy
 from eventbus.schemas import AgentEvent
 from eventbus.settings import ConsumerSettings
 
-_RETRY_COUNT = b"_retry_count"
 # Errors the loop waits out (with backoff) instead of crashing: Redis unreachable or loading,
 # or refusing (out of memory, read-only...).
 _RECOVERABLE: tuple[type[BaseException], ...] = (*TRANSIENT, EventBusError)

@@ -16,47 +16,20 @@ import structlog
 
 from eventbus.errors import DecodeError, DLQEntryNotFound
 from eventbus.keys import TenantKeys, validate_group
+from eventbus.records import (  # noqa: F401  (re-exported: the DLQ's reasons)
+    REASON_DECODE_ERROR,
+    REASON_HANDLER_FAILED,
+    REASON_MANUAL,
+    REASON_MAX_DELIVERIES,
+    REASON_TOO_LARGE,
+    FailureInfo,
+    dead_letter_metadata,
+)
 from eventbus.redis_io import raw_client, s, translated
-from eventbus.retry import FailureInfo
 from eventbus.schemas import AgentEvent, EventType
 from eventbus.scripts import Scripts
 
 log = structlog.get_logger("eventbus.dlq")
-
-# Why an entry was dead-lettered.
-REASON_HANDLER_FAILED = "handler_failed"  # the handler kept failing through the retries
-REASON_DECODE_ERROR = "decode_error"  # not a valid AgentEvent (bad JSON, version, UTF-8...)
-REASON_TOO_LARGE = "too_large"  # over the size limit (written by a foreign producer)
-REASON_MAX_DELIVERIES = "max_deliveries"  # delivered too often without an outcome (poison)
-REASON_MANUAL = "manual"  # sent by send_to_dlq
-
-
-def dead_letter_metadata(
-    *,
-    reason: str,
-    original_stream: str,
-    message_id: str,
-    retry_count: int,
-    failure: FailureInfo | None = None,
-    group: str | None = None,
-    consumer: str | None = None,
-) -> dict[str, str]:
-    """The ``_dlq_*`` fields that travel with a dead letter."""
-    meta = {
-        "_dlq_reason": reason,
-        "_dlq_stream": original_stream,
-        "_dlq_message_id": message_id,
-        "_retry_count": str(retry_count),
-    }
-    if failure is not None:
-        meta["_dlq_error_type"] = failure.error_type
-        meta["_dlq_error"] = failure.message
-        meta["_dlq_traceback"] = failure.traceback
-    if group is not None:
-        meta["_dlq_group"] = group
-    if consumer is not None:
-        meta["_dlq_consumer"] = consumer
-    return meta
 
 
 @dataclass(frozen=True)

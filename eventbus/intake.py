@@ -7,27 +7,20 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from eventbus.dlq import REASON_DECODE_ERROR, REASON_MAX_DELIVERIES, REASON_TOO_LARGE
 from eventbus.errors import DecodeError
-from eventbus.retry import FailureInfo
+from eventbus.records import (
+    REASON_DECODE_ERROR,
+    REASON_MAX_DELIVERIES,
+    REASON_TOO_LARGE,
+    FailureInfo,
+)
 from eventbus.schemas import AgentEvent
-
-_RETRY_COUNT = b"_retry_count"
 
 
 @dataclass(frozen=True)
 class Rejected:
     reason: str
     failure: FailureInfo
-
-
-def retry_count_of(fields: Mapping[bytes, bytes]) -> int:
-    """The ``_retry_count`` an entry carries (0 when absent or unreadable)."""
-    raw = fields.get(_RETRY_COUNT)
-    try:
-        return max(0, int(raw)) if raw is not None else 0
-    except ValueError:
-        return 0
 
 
 def poison(deliveries: int, max_deliveries: int) -> Rejected:

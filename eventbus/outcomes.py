@@ -13,9 +13,9 @@ from typing import Any, Literal
 import redis
 
 from eventbus.bus import TenantEventBus
-from eventbus.dlq import REASON_HANDLER_FAILED, dead_letter_metadata
+from eventbus.records import REASON_HANDLER_FAILED, FailureInfo, dead_letter_metadata
 from eventbus.redis_io import error_text
-from eventbus.retry import FailureInfo, RetryPolicy
+from eventbus.retry import RetryPolicy
 
 Result = Literal["retried", "dead_lettered", "not_ours", "gone", "failed"]
 

@@ -8,7 +8,6 @@ out durably in Redis (see ``ack_and_retry.lua``).
 from __future__ import annotations
 
 import math
-import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -20,8 +19,6 @@ from tenacity.wait import wait_base
 #: Defaults: 3 retries, 1 s, 4 s and 16 s after the failures (4 handler calls in all).
 MAX_RETRIES = 3
 RETRY_DELAYS: tuple[float, ...] = (1.0, 4.0, 16.0)
-#: How much of a traceback travels with a dead letter.
-TRACEBACK_MAX_CHARS = 2000
 
 
 @dataclass(frozen=True)
@@ -32,20 +29,6 @@ class Decision:
     #: Retry count the event will carry (retry) or carried when it gave up (dead_letter).
     retry_count: int
     delay_s: float = 0.0
-
-
-@dataclass(frozen=True)
-class FailureInfo:
-    """A handler error as it travels to the dead-letter queue."""
-
-    error_type: str
-    message: str
-    traceback: str
-
-    @classmethod
-    def from_exception(cls, exc: BaseException) -> FailureInfo:
-        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-        return cls(type(exc).__name__, str(exc), tb[-TRACEBACK_MAX_CHARS:])
 
 
 def _is_delay(value: object) -> bool:

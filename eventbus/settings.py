@@ -1,5 +1,5 @@
 """Settings of the library, with their units in their names. Nothing here reads the
-environment: the worker pool's settings (``workers.settings``) do that and build these."""
+environment: the worker pool's settings (``workers.pool.settings``) do that and build these."""
 
 from __future__ import annotations
 

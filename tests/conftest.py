@@ -10,7 +10,7 @@ import redis
 from hypothesis import HealthCheck, settings
 
 from eventbus import DeadLetterQueue, TenantEventBus
-from eventbus.localredis import LocalRedis
+from workers.tools.localredis import LocalRedis
 
 # Timing on a loaded 2-core machine says nothing about correctness: no per-example deadline.
 settings.register_profile("eventbus", deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -12,10 +12,10 @@ import pytest
 import redis
 
 from eventbus import TenantEventBus
-from eventbus.localredis import LocalRedis
 from tests.faults.harness import FaultPool, redis_args
 from tests.faults.ledger import REPORTS, Ledger
 from tests.process.pool import STREAM, TENANT
+from workers.tools.localredis import LocalRedis
 
 
 @pytest.fixture

@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from eventbus import AgentEvent, EventBusError, TenantEventBus
-from eventbus.localredis import LocalRedis, pid_alive
 from tests.conftest import wait_for
 from tests.faults.ledger import Ledger
 from tests.process.pool import STREAM, Pool, event
+from workers.tools.localredis import LocalRedis, pid_alive
 
 HANDLER = "tests.faults.handlers:record"
 ROOT = Path(__file__).parents[2]
@@ -47,7 +47,7 @@ class FaultPool(Pool):
     def start(self, wait_ready: bool = True) -> FaultPool:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "workers.supervisor", *self.args],
+                [sys.executable, "-m", "workers.pool.supervisor", *self.args],
                 stdout=subprocess.DEVNULL,
                 stderr=log,
                 env=self.env,

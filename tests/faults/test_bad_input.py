@@ -11,11 +11,11 @@ import pytest
 import redis
 
 from eventbus import DeadLetterQueue, EventTooLarge, TenantEventBus
-from eventbus.localredis import free_port
 from tests.conftest import wait_for
 from tests.faults.harness import make_event
 from tests.faults.ledger import Ledger, assert_nothing_lost
 from tests.process.pool import STREAM, TENANT, pending_count
+from workers.tools.localredis import free_port
 
 MIB = 1024 * 1024
 

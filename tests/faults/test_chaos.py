@@ -1,4 +1,4 @@
-"""The chaos run (python -m workers.chaos) as a test: a short smoke and a 60-second run.
+"""The chaos run (python -m workers.tools.chaos) as a test: a short smoke and a 60-second run.
 Each starts its own private redis-server, publisher, pool and faults; the ledger it writes
 must show no lost event."""
 
@@ -18,7 +18,7 @@ from tests.faults.ledger import note
 def run_chaos(tmp_path: Path, *args: str, timeout_s: float) -> dict:  # type: ignore[type-arg]
     out = tmp_path / "chaos.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "workers.chaos", "--json", str(out), *args],
+        [sys.executable, "-m", "workers.tools.chaos", "--json", str(out), *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -64,7 +64,7 @@ def test_chaos_60_seconds_loses_nothing(tmp_path: Path) -> None:
 
 def test_chaos_refuses_unknown_fault_kinds() -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "workers.chaos", "--faults", "meteor"],
+        [sys.executable, "-m", "workers.tools.chaos", "--faults", "meteor"],
         cwd=ROOT,
         capture_output=True,
         text=True,

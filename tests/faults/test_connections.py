@@ -11,12 +11,12 @@ import redis
 from structlog.testing import capture_logs
 
 from eventbus import TenantEventBus
-from eventbus.localredis import LocalRedis
 from tests.conftest import wait_for
 from tests.faults.harness import Publisher, make_event, time_to_next_done
 from tests.faults.ledger import Ledger, assert_nothing_lost
 from tests.faults.proxy import DropProxy
 from tests.process.pool import STREAM, TENANT, pending_count
+from workers.tools.localredis import LocalRedis
 
 SOCKET_TIMEOUT_S = 1.0  # the workers' client timeout (from the URL), below the stalls
 

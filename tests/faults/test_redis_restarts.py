@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 
 from eventbus import TenantEventBus
-from eventbus.localredis import LocalRedis
 from tests.conftest import wait_for
 from tests.faults.harness import FaultPool, Publisher, make_event, time_to_next_done
 from tests.faults.ledger import Ledger, assert_nothing_lost, record_report
 from tests.process.pool import GROUP, STREAM, TENANT, pending_count
+from workers.tools.localredis import LocalRedis
 
 # Every restart replays a base RDB of 2,000 keys at 0.5 ms a key, serving clients LOADING
 # meanwhile (events are processed every 1 KiB of load): about a second of LOADING.

@@ -15,8 +15,8 @@ from tests.conftest import wait_for
 from tests.faults.harness import make_event
 from tests.faults.ledger import Ledger, assert_nothing_lost
 from tests.process.pool import GROUP, STREAM, TENANT, pending_count
-from workers.jobs import Sweeper
-from workers.settings import PoolSettings
+from workers.pool.jobs import Sweeper
+from workers.pool.settings import PoolSettings
 
 
 def test_idle_consumer_removal_never_removes_a_consumer_with_pending_entries(

@@ -11,11 +11,11 @@ import time
 import pytest
 
 from eventbus import DeadLetterQueue, TenantEventBus
-from eventbus.localredis import pid_alive
 from tests.conftest import wait_for
 from tests.faults.harness import Publisher, kill_random_worker, make_event, time_to_next_done
 from tests.faults.ledger import Ledger, assert_nothing_lost
 from tests.process.pool import STREAM, TENANT, pending_count
+from workers.tools.localredis import pid_alive
 
 FAST = ["--reclaim-interval-s", "1", "--max-restarts-per-minute", "200"]
 

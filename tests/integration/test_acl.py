@@ -20,9 +20,9 @@ from eventbus import (
 )
 from eventbus.acl import FORBIDDEN, ROLES, TenantUser, tenant_users
 from eventbus.errors import BusRefused
-from eventbus.localredis import LocalRedis
 from eventbus.scripts import load_source
 from tests.conftest import wait_for
+from workers.tools.localredis import LocalRedis
 
 
 @pytest.fixture(scope="module")

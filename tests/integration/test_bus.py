@@ -20,9 +20,9 @@ from eventbus import (
     TenantMismatch,
 )
 from eventbus.errors import StreamNotFound
-from eventbus.localredis import LocalRedis, free_port
 from eventbus.redis_io import max_block_ms
 from tests.integration.helpers import make_event
+from workers.tools.localredis import LocalRedis, free_port
 
 STREAM_KEY = "t:acme:events:tasks"
 

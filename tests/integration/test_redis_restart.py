@@ -14,9 +14,9 @@ from redis.retry import Retry
 from structlog.testing import capture_logs
 
 from eventbus import ConsumerSettings, DeadLetterQueue, TenantEventBus
-from eventbus.localredis import LocalRedis
 from tests.conftest import wait_for
 from tests.integration.helpers import Recorder, consumer, make_event, named, running
+from workers.tools.localredis import LocalRedis
 
 SETTINGS = ConsumerSettings(
     block_ms=200, retry_poll_ms=100, reclaim_interval_s=0.5, reconnect_max_wait_s=0.5

@@ -18,10 +18,10 @@ from eventbus import (
     TenantEventBus,
     wants_context,
 )
-from eventbus.dlq import dead_letter_metadata
-from eventbus.localredis import LocalRedis
+from eventbus.records import dead_letter_metadata
 from tests.conftest import wait_for
 from tests.integration.helpers import Recorder, consumer, make_event, named, running
+from workers.tools.localredis import LocalRedis
 
 STREAM_KEY = "t:acme:events:tasks"
 DLQ_KEY = "t:acme:events:tasks:dlq"

@@ -7,8 +7,8 @@ import pytest
 import redis
 
 from eventbus import TenantEventBus
-from eventbus.localredis import LocalRedis
 from tests.process.pool import TENANT, Pool
+from workers.tools.localredis import LocalRedis
 
 
 @pytest.fixture

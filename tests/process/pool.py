@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from eventbus import AgentEvent, EventType, TenantEventBus
-from eventbus.localredis import LocalRedis, pid_alive
 from tests.conftest import wait_for
+from workers.tools.localredis import LocalRedis, pid_alive
 
 TENANT, STREAM, GROUP = "acme", "tasks", "pool"
 HANDLER = "tests.process.handlers:record"
@@ -77,7 +77,7 @@ class Pool:
     def start(self, wait_ready: bool = True) -> Pool:
         log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "workers.supervisor", *self.args],
+            [sys.executable, "-m", "workers.pool.supervisor", *self.args],
             stdout=subprocess.DEVNULL,
             stderr=log,
             env=self.env,

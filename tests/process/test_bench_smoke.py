@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from workers.bench_report import SECTIONS
+from workers.tools.bench_report import SECTIONS
 
 ROOT = Path(__file__).parents[2]
 
@@ -16,7 +16,7 @@ ROOT = Path(__file__).parents[2]
 def test_bench_smoke_reports_every_section_with_numbers_and_ratios(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     run = subprocess.run(
-        [sys.executable, "-m", "workers.bench", "--smoke", "--json", str(out)],
+        [sys.executable, "-m", "workers.tools.bench", "--smoke", "--json", str(out)],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -16,10 +16,10 @@ import pytest
 import redis
 
 from eventbus import AgentEvent, DeadLetterQueue, EventConsumer, EventType, TenantEventBus
-from eventbus.localredis import LocalRedis, free_port
 from eventbus.redis_io import s
 from tests.conftest import wait_for
 from workers.cli import main
+from workers.tools.localredis import LocalRedis, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 TENANT = "acme"

@@ -10,7 +10,7 @@ import pytest
 import redis
 
 from eventbus import AgentEvent, EventType, TenantEventBus
-from eventbus.localredis import LocalRedis
+from workers.tools.localredis import LocalRedis
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from eventbus.localredis import LocalRedis
+from workers.tools.localredis import LocalRedis
 
 
 def test_demo_retries_dead_letters_and_replays_one_event(redis_server: LocalRedis) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "workers.demo", "--redis-url", redis_server.url],
+        [sys.executable, "-m", "workers.tools.demo", "--redis-url", redis_server.url],
         capture_output=True,
         text=True,
         timeout=60,

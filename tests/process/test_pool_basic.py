@@ -106,7 +106,7 @@ def test_unimportable_handler_stops_the_supervisor_with_a_clear_error(redis_serv
         [
             sys.executable,
             "-m",
-            "workers.supervisor",
+            "workers.pool.supervisor",
             "--redis-url",
             redis_server.url,
             "--tenant",
@@ -148,7 +148,7 @@ def test_bad_setting_is_refused_at_start_naming_the_setting(
         "PATH": "/usr/bin:/bin",
     }
     proc = subprocess.run(
-        [sys.executable, "-m", "workers.supervisor"],
+        [sys.executable, "-m", "workers.pool.supervisor"],
         env={**base, **env},
         capture_output=True,
         text=True,

@@ -11,9 +11,9 @@ import time
 import pytest
 
 from eventbus import DeadLetterQueue, TenantEventBus
-from eventbus.localredis import pid_alive
 from tests.conftest import wait_for
 from tests.process.pool import STREAM, TENANT, event, pending_count
+from workers.tools.localredis import pid_alive
 
 
 @pytest.mark.slow

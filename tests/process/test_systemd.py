@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from tests.conftest import wait_for
-from workers import sdnotify
+from workers.pool import sdnotify
 
 ROOT = Path(__file__).parents[2]
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from eventbus import AgentEvent, EventType
-from eventbus.intake import Rejected, retry_count_of, screen
+from eventbus.intake import Rejected, screen
+from eventbus.records import retry_count_of
 
 
 def fields(tenant: str = "acme", **extra: str) -> dict[bytes, bytes]:

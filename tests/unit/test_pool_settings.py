@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from workers.settings import OPTIONS, SettingsError, parse_settings, read_env_file
+from workers.pool.settings import OPTIONS, SettingsError, parse_settings, read_env_file
 
 REQUIRED = {
     "EVENTBUS_TENANT": "acme",

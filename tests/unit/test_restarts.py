@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from workers.restarts import MAX_BACKOFF_S, QUICK_EXIT_S, RestartBudget, SlotBackoff
+from workers.pool.restarts import MAX_BACKOFF_S, QUICK_EXIT_S, RestartBudget, SlotBackoff
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,8 @@ import time
 import pytest
 from tenacity import stop_after_attempt, wait_exponential, wait_fixed
 
-from eventbus.retry import Decision, FailureInfo, RetryPolicy
+from eventbus.records import FailureInfo
+from eventbus.retry import Decision, RetryPolicy
 
 
 @pytest.mark.parametrize(

@@ -13,8 +13,8 @@ from typing import Any
 from eventbus.logs import LEVELS
 from eventbus.schemas import EventPriority, EventType
 from eventbus.settings import BusSettings
-from workers.cli_events import parse_enum
-from workers.settings import at_least_float, at_least_int
+from workers.cli.events import parse_enum
+from workers.pool.settings import at_least_float, at_least_int
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 

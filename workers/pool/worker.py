@@ -18,8 +18,8 @@ import structlog
 
 from eventbus import DeadLetterQueue, EventConsumer, TenantEventBus
 from eventbus.logs import configure_logging
-from workers.handlers import HandlerLoadError, load_handler
-from workers.settings import PoolSettings
+from workers.pool.loader import HandlerLoadError, load_handler
+from workers.pool.settings import PoolSettings
 
 EXIT_HANDLER_LOAD = 3
 PR_SET_PDEATHSIG = 1
@@ -91,7 +91,7 @@ def run_worker(settings: PoolSettings, index: int, parent_pid: int, slot: SlotSt
     _die_with_parent()
     configure_logging(settings.log_level, settings.log_format)  # type: ignore[arg-type]
     name = settings.consumer_name(index)
-    log = structlog.get_logger("workers.worker").bind(
+    log = structlog.get_logger("workers.pool.worker").bind(
         tenant=settings.tenant,
         stream=settings.stream,
         group=settings.group,

@@ -1,5 +1,5 @@
-"""Benchmark processes: a real pool (``python -m workers.supervisor``) or N plain loops
-(``python -m workers.bench_plain``), each consuming one stream with one group. The bench
+"""Benchmark processes: a real pool (``python -m workers.pool.supervisor``) or N plain loops
+(``python -m workers.tools.bench_plain``), each consuming one stream with one group. The bench
 pauses them (SIGSTOP) while it lays a backlog down, and reads their RSS."""
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from pathlib import Path
 
 import redis
 
-from workers.bench_handlers import LATENCY_FILE_ENV
+from workers.tools.bench_handlers import LATENCY_FILE_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
-HANDLER = "workers.bench_handlers:noop"
+HANDLER = "workers.tools.bench_handlers:noop"
 
 
 def rss_mb(pid: int) -> float:
@@ -133,7 +133,7 @@ class Pool(Consumers):
     def __init__(self, url: str, tenant: str, stream: str, key: str, processes: int, **kw: Path):
         super().__init__(url, key, "pool", processes, **kw)
         self.args = [
-            "workers.supervisor",
+            "workers.pool.supervisor",
             *("--redis-url", url, "--tenant", tenant, "--stream", stream),
             *("--group", self.group, "--handler", HANDLER, "--processes", str(processes)),
             *("--log-format", "json", "--log-level", "info"),
@@ -165,7 +165,7 @@ class Pool(Consumers):
 
 
 class Plain(Consumers):
-    """The baseline: ``workers.bench_plain`` loops, one process each."""
+    """The baseline: ``workers.tools.bench_plain`` loops, one process each."""
 
     kind = "plain"
 
@@ -176,7 +176,7 @@ class Plain(Consumers):
             if "BUSYGROUP" not in str(exc):
                 raise
         self.procs = [
-            self._popen(["workers.bench_plain", self.url, self.key, self.group, name])
+            self._popen(["workers.tools.bench_plain", self.url, self.key, self.group, name])
             for name in self.names
         ]
         self.wait_idle(client)

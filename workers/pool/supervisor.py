@@ -2,7 +2,7 @@
 kills hung handlers, runs the reclaimer and the DLQ sweeper, talks to systemd, and
 shuts down in two phases (quiet, then drain until the grace period, then kill).
 
-    python -m workers.supervisor --tenant acme --stream tasks --group writers \\
+    python -m workers.pool.supervisor --tenant acme --stream tasks --group writers \\
         --handler myagents.writer:handle --processes 4
 
 Signals: TERM/INT drain and exit 0 (a second one kills at once); HUP reloads the env file
@@ -29,16 +29,15 @@ import redis
 import structlog
 
 from eventbus import DeadLetterQueue, TenantEventBus
-from eventbus.dlq import REASON_HANDLER_FAILED
 from eventbus.logs import configure_logging
 from eventbus.outcomes import Outcomes
-from eventbus.retry import FailureInfo
-from workers import sdnotify
-from workers.handlers import HandlerLoadError, load_handler
-from workers.jobs import PeriodicJob, Reclaimer, Sweeper
-from workers.restarts import RestartBudget, SlotBackoff
-from workers.settings import PoolSettings, SettingsError, add_arguments, resolve
-from workers.worker import EXIT_HANDLER_LOAD, SlotState, run_worker
+from eventbus.records import REASON_HANDLER_FAILED, FailureInfo
+from workers.pool import sdnotify
+from workers.pool.jobs import PeriodicJob, Reclaimer, Sweeper
+from workers.pool.loader import HandlerLoadError, load_handler
+from workers.pool.restarts import RestartBudget, SlotBackoff
+from workers.pool.settings import PoolSettings, SettingsError, add_arguments, resolve
+from workers.pool.worker import EXIT_HANDLER_LOAD, SlotState, run_worker
 
 READY_TIMEOUT_S = 30.0  # READY=1 is sent after this even if some worker is not up yet
 
@@ -64,7 +63,7 @@ class Supervisor:
         self.settings = settings
         self.argv = list(argv or [])
         self.ctx = mp.get_context("spawn")
-        self.log = structlog.get_logger("workers.supervisor").bind(
+        self.log = structlog.get_logger("workers.pool.supervisor").bind(
             tenant=settings.tenant,
             stream=settings.stream,
             group=settings.group,

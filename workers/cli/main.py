@@ -27,9 +27,10 @@ from eventbus.keys import TenantKeys, validate_stream
 from eventbus.logs import configure_logging
 from eventbus.redis_io import max_block_ms, s, translated
 from eventbus.settings import BusSettings
-from workers import cli_events
-from workers.cli_args import parse_args
-from workers.cli_format import (
+from eventbus.stats import tenant_stats
+from workers.cli import events as cli_events
+from workers.cli.args import parse_args
+from workers.cli.format import (
     dlq_text,
     dumps,
     letter_full,
@@ -38,7 +39,6 @@ from workers.cli_format import (
     stats_text,
     tail_record,
 )
-from workers.cli_stats import tenant_stats
 
 CONNECT_TIMEOUT_S = 2.0  # an unreachable Redis is reported within about this
 SOCKET_TIMEOUT_S = 5.0  # longest wait for one reply; tail's BLOCK stays below it
@@ -266,11 +266,13 @@ def dlq_purge(ops: Ops) -> int:
 def supervise(argv: list[str]) -> int:
     """``eventbus supervise ARGS`` is ``eventbus-supervisor ARGS`` (imported only here)."""
     try:
-        module = importlib.import_module("workers.supervisor")
+        module = importlib.import_module("workers.pool.supervisor")
     except ModuleNotFoundError as exc:
-        if exc.name != "workers.supervisor":
+        if exc.name != "workers.pool.supervisor":
             raise
-        raise CliError("the supervisor is not installed (no module workers.supervisor)") from None
+        raise CliError(
+            "the supervisor is not installed (no module workers.pool.supervisor)"
+        ) from None
     return cast(Callable[[list[str]], int], module.main)(argv)
 
 

@@ -3,7 +3,7 @@ real pool (the supervisor subprocess) with a recording handler, and faults at ra
 worker SIGKILL, Redis SIGKILL + restart on the same data dir, CLIENT KILL of every
 connection, DEBUG SLEEP stalls. Then it drains and prints the ledger; exit 1 on any loss.
 
-    python -m workers.chaos --duration 60 --rate 200 --processes 3 [--seed N] [--json FILE]
+    python -m workers.tools.chaos --duration 60 --rate 200 --processes 3 [--seed N] [--json FILE]
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ import redis
 
 from eventbus import AgentEvent, EventBusError, EventType, HandlerContext, TenantEventBus
 from eventbus import wants_context as _wants_context
-from eventbus.localredis import LocalRedis, pid_alive
 from eventbus.logs import configure_logging
+from workers.tools.localredis import LocalRedis, pid_alive
 
 TENANT, STREAM, GROUP = "chaos", "work", "pool"
 LEDGER_ENV = "EVENTBUS_CHAOS_LEDGER"
@@ -123,10 +123,10 @@ class PoolProcess:
     def __init__(self, url: str, workdir: Path, processes: int) -> None:
         self.log_path = workdir / "pool.log"
         self.args = [
-            sys.executable, "-m", "workers.supervisor",
+            sys.executable, "-m", "workers.pool.supervisor",
             "--redis-url", f"{url}?socket_timeout={SOCKET_TIMEOUT_S}",
             "--tenant", TENANT, "--stream", STREAM, "--group", GROUP,
-            "--handler", "workers.chaos:record",
+            "--handler", "workers.tools.chaos:record",
             "--processes", str(processes),
             "--block-ms", "500",
             "--reclaim-interval-s", "2",
@@ -360,7 +360,9 @@ def print_report(report: dict[str, Any]) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m workers.chaos", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m workers.tools.chaos", description=__doc__.split("\n")[0]
+    )
     p.add_argument("--duration", type=float, default=60, help="seconds of load and faults")
     p.add_argument("--rate", type=float, default=200, help="events published per second")
     p.add_argument("--processes", type=int, default=3, help="worker processes in the pool")

@@ -1,8 +1,8 @@
 """The demo: publish a few agent events, handle them, watch one fail through its retries
 into the dead-letter queue, then replay it once the "bug" is fixed.
 
-    python -m workers.demo            # throwaway private redis-server
-    REDIS_URL=redis://host:6379/0 python -m workers.demo
+    python -m workers.tools.demo            # throwaway private redis-server
+    REDIS_URL=redis://host:6379/0 python -m workers.tools.demo
 
 Uses the tenant ``demo`` and short retry delays (0.5 s, 1 s, 2 s; the defaults are 1, 4, 16).
 """
@@ -24,9 +24,9 @@ from eventbus import (
     EventType,
     TenantEventBus,
 )
-from eventbus.localredis import LocalRedis
 from eventbus.logs import configure_logging
 from eventbus.settings import ConsumerSettings
+from workers.tools.localredis import LocalRedis
 
 TENANT = "demo"
 STREAM = "tasks"

@@ -1,5 +1,5 @@
 """Benchmark measurements: each function times one thing once, ours or the plain
-baseline, and returns a number; ``workers.bench`` repeats and compares them."""
+baseline, and returns a number; ``workers.tools.bench`` repeats and compares them."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import redis
 
 from eventbus import AgentEvent, EventType, TenantEventBus
 from eventbus.bus import encoded_size
-from workers.bench_procs import Consumers, cpu_s, id_tuple, last_delivered
+from workers.tools.bench_procs import Consumers, cpu_s, id_tuple, last_delivered
 
 TENANT = "bench"
 BATCH = 100  # events per publish_many / pipeline, like a publisher that batches

@@ -1,4 +1,4 @@
-"""Operator CLI, introspection: the numbers behind ``eventbus stats`` as plain dicts.
+"""Introspection: the numbers behind ``eventbus stats`` (and the web console) as plain dicts.
 
 One stream's stats (the documented ``stats --json`` shape, see ``stream_stats``) come from
 XINFO STREAM / GROUPS / CONSUMERS on the stream, XLEN of its DLQ, and per group the ZCARD

@@ -1,6 +1,6 @@
 """Benchmark: the bus against plain Redis, on one machine, in one run.
 
-    python -m workers.bench [--smoke | --quick] [--depth N] [--json FILE] [--redis-url URL]
+    python -m workers.tools.bench [--smoke | --quick] [--depth N] [--json FILE] [--redis-url URL]
 
 Starts a private redis-server (unless ``--redis-url``), then measures, each line as the
 median of repetitions (min-max) next to a plain baseline measured in the same run:
@@ -26,10 +26,10 @@ from typing import Any
 import redis
 
 from eventbus import TenantEventBus
-from eventbus.localredis import LocalRedis
-from workers import bench_measure as m
-from workers.bench_procs import Plain, Pool
-from workers.bench_report import Line, table, write_json
+from workers.tools import bench_measure as m
+from workers.tools.bench_procs import Plain, Pool
+from workers.tools.bench_report import Line, table, write_json
+from workers.tools.localredis import LocalRedis
 
 SMALL = 300  # the usual event size (bytes encoded)
 
@@ -292,7 +292,9 @@ def _bytes(size: int) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m workers.bench", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m workers.tools.bench", description=__doc__.split("\n")[0]
+    )
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--smoke", action="store_true", help="everything at a tiny size (seconds)")
     mode.add_argument("--quick", action="store_true", help="smaller sizes, 3 repetitions")

@@ -4,7 +4,7 @@ XREADGROUP COUNT 100, decode the fields (UTF-8, and the three JSON fields), call
 no-op handler, one XACK per batch. No validation, retries, heartbeat or logs: what Redis
 and Python allow, to compare the pool with.
 
-    python -m workers.bench_plain REDIS_URL KEY GROUP CONSUMER
+    python -m workers.tools.bench_plain REDIS_URL KEY GROUP CONSUMER
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 
 import redis
 
-from workers.bench_handlers import record_latency
+from workers.tools.bench_handlers import record_latency
 
 _JSON_FIELDS = ("call_chain", "data", "context_refs")
 
@@ -30,7 +30,7 @@ def decode(fields: dict[bytes, bytes]) -> dict[str, Any]:
 
 
 def handle(event: dict[str, Any]) -> None:
-    """Same as ``workers.bench_handlers.noop``."""
+    """Same as ``workers.tools.bench_handlers.noop``."""
     sent_ns = event["data"].get("t")
     if sent_ns is not None:
         record_latency(sent_ns)

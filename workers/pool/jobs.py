@@ -18,7 +18,7 @@ from eventbus import DeadLetterQueue, TenantEventBus
 from eventbus.intake import poison
 from eventbus.outcomes import Outcomes
 from eventbus.redis_io import is_nogroup, s
-from workers.settings import PoolSettings
+from workers.pool.settings import PoolSettings
 
 
 class PeriodicJob(threading.Thread):
@@ -29,7 +29,7 @@ class PeriodicJob(threading.Thread):
         self.interval_s = interval_s
         self._tick = tick
         self._stop_event = threading.Event()
-        self.log = structlog.get_logger("workers.jobs").bind(job=name)
+        self.log = structlog.get_logger("workers.pool.jobs").bind(job=name)
         self.ticks = 0
         self.last_ok = time.monotonic()
 

@@ -1,0 +1,78 @@
+"""Dead-letter records (pure): why an entry was dead-lettered, the error that travels
+with it, and the reserved ``_dlq_*`` fields it is stored with. No I/O: the intake, the
+outcomes, the DLQ and the supervisor all import it."""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+#: How much of a traceback travels with a dead letter.
+TRACEBACK_MAX_CHARS = 2000
+
+# Why an entry was dead-lettered (the ``_dlq_reason`` field; docs/wire-format.md).
+REASON_HANDLER_FAILED = "handler_failed"  # the handler kept failing through the retries
+REASON_DECODE_ERROR = "decode_error"  # not a valid AgentEvent (bad JSON, version, UTF-8...)
+REASON_TOO_LARGE = "too_large"  # over the size limit (written by a foreign producer)
+REASON_MAX_DELIVERIES = "max_deliveries"  # delivered too often without an outcome (poison)
+REASON_MANUAL = "manual"  # sent by send_to_dlq
+
+# Reserved fields of entries (the ``_`` prefix is the bus's).
+RETRY_COUNT_FIELD = "_retry_count"
+ORIGIN_ID_FIELD = "_origin_id"
+REPLAY_OF_FIELD = "_replay_of"
+
+
+@dataclass(frozen=True)
+class FailureInfo:
+    """A handler error as it travels to the dead-letter queue."""
+
+    error_type: str
+    message: str
+    traceback: str
+
+    @classmethod
+    def from_exception(cls, exc: BaseException) -> FailureInfo:
+        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        return cls(type(exc).__name__, str(exc), tb[-TRACEBACK_MAX_CHARS:])
+
+
+def dead_letter_metadata(
+    *,
+    reason: str,
+    original_stream: str,
+    message_id: str,
+    retry_count: int,
+    failure: FailureInfo | None = None,
+    group: str | None = None,
+    consumer: str | None = None,
+) -> dict[str, str]:
+    """The ``_dlq_*`` fields that travel with a dead letter."""
+    meta = {
+        "_dlq_reason": reason,
+        "_dlq_stream": original_stream,
+        "_dlq_message_id": message_id,
+        RETRY_COUNT_FIELD: str(retry_count),
+    }
+    if failure is not None:
+        meta["_dlq_error_type"] = failure.error_type
+        meta["_dlq_error"] = failure.message
+        meta["_dlq_traceback"] = failure.traceback
+    if group is not None:
+        meta["_dlq_group"] = group
+    if consumer is not None:
+        meta["_dlq_consumer"] = consumer
+    return meta
+
+
+_RETRY_COUNT = RETRY_COUNT_FIELD.encode()
+
+
+def retry_count_of(fields: Mapping[bytes, bytes]) -> int:
+    """The ``_retry_count`` an entry carries (0 when absent or unreadable)."""
+    raw = fields.get(_RETRY_COUNT)
+    try:
+        return max(0, int(raw)) if raw is not None else 0
+    except ValueError:
+        return 0

@@ -1,0 +1,2 @@
+"""The worker pool runtime: supervisor, worker processes, periodic jobs, restart policy,
+settings and the systemd notify protocol (``eventbus-supervisor``)."""
