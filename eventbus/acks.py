@@ -6,20 +6,17 @@ from __future__ import annotations
 
 import time
 
-import redis
+from eventbus.errors import BusConnectionError
+from eventbus.groupstream import GroupStream
 
 MAX_AGE_S = 0.1  # a handled entry is acknowledged within about this
 
 
 class AckBuffer:
-    def __init__(self, client: redis.Redis, group: str) -> None:
-        self._r = client
+    def __init__(self, group: GroupStream) -> None:
         self._group = group
         self._pending: dict[str, list[str]] = {}
         self._since = 0.0
-
-    def __bool__(self) -> bool:
-        return bool(self._pending)
 
     def add(self, key: str, message_id: str) -> None:
         if not self._pending:
@@ -43,10 +40,11 @@ class AckBuffer:
     def flush(self) -> None:
         """XACK everything now; on a connection error the acks are kept and it re-raises."""
         acks = self.take()
+        if not acks:
+            return
         try:
-            for key, ids in acks.items():
-                self._r.xack(key, self._group, *ids)
-        except (redis.ConnectionError, redis.TimeoutError):
+            self._group.ack(acks)
+        except BusConnectionError:
             self.put_back(acks)
             raise
 

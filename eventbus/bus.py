@@ -1,12 +1,13 @@
 """Publish and read: the tenant's streams, its consumer groups, acks and introspection.
 
-``TenantEventBus`` is the only object that holds a tenant's keys; everything it touches is
-derived by :class:`~eventbus.keys.TenantKeys`.
+``TenantEventBus`` publishes and creates groups for one tenant; what a consumer group does
+(reads, acks, moves) lives in :class:`~eventbus.groupstream.GroupStream`, which the bus
+hands out. Every key comes from :class:`~eventbus.keys.TenantKeys`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from itertools import chain
 from typing import Any, NamedTuple
 
@@ -15,17 +16,18 @@ import structlog
 
 from eventbus.errors import (
     EventTooLarge,
+    GroupMissing,
     PublishOutcomeUnknown,
     StreamNotFound,
-    TenantMismatch,
 )
-from eventbus.keys import TenantKeys, validate_consumer, validate_group
+from eventbus.groupstream import GroupStream, group_row, iter_entries
+from eventbus.keys import TenantKeys, check_tenant, validate_consumer, validate_group
 from eventbus.redis_io import (
     TRANSIENT,
+    bus_client,
     call_with_retries,
-    is_nogroup,
+    lossy_fields,
     max_block_ms,
-    raw_client,
     s,
     translated,
 )
@@ -35,7 +37,6 @@ from eventbus.settings import BusSettings
 
 log = structlog.get_logger("eventbus.bus")
 
-RawFields = dict[bytes, bytes]
 #: Events per publish.lua call: Redis serves nobody else while one runs (~10 us per event).
 PUBLISH_CHUNK = 100
 
@@ -59,34 +60,20 @@ class PendingEntry(NamedTuple):
     deliveries: int
 
 
-class RawEntry(NamedTuple):
-    """An entry as the consumer reads it: which key, which id, fields as raw bytes."""
-
-    key: str
-    message_id: str
-    fields: RawFields
-
-
 def encoded_size(fields: Mapping[str, str]) -> int:
     """Bytes of the fields and values in UTF-8."""
     text = "".join(chain.from_iterable(fields.items()))
     return len(text) if text.isascii() else len(text.encode())
 
 
-def _decode_lossy(fields: Mapping[Any, Any]) -> dict[str, str]:
-    return {
-        (k.decode("utf-8", "replace") if isinstance(k, bytes) else k): (
-            v.decode("utf-8", "replace") if isinstance(v, bytes) else v
-        )
-        for k, v in fields.items()
-    }
-
-
 class TenantEventBus:
     """Publish to and read from one tenant's streams.
 
-    ``redis`` is a plain synchronous ``redis.Redis``; with ``decode_responses=True`` the bus
-    uses a sibling connection pool that returns raw bytes, since entries may hold any bytes.
+    ``redis`` is a plain synchronous ``redis.Redis``, with any settings: the bus talks
+    through a sibling connection pool with the same server and credentials that returns raw
+    bytes (entries may hold any bytes) and does no retries of its own, so that the bus's
+    retry layer is the only one: a publish is retried on connection errors for
+    ``settings.retry_budget_s`` (2 s) in all, then raises.
     """
 
     def __init__(
@@ -103,20 +90,23 @@ class TenantEventBus:
         if maxlen is not None:
             settings = BusSettings(**{**settings.__dict__, "maxlen": maxlen})
         self.settings = settings
-        self.redis = raw_client(redis)
+        self.redis = bus_client(redis)
         self.scripts = Scripts(self.redis)
-        self._groups_seen: set[tuple[str, str]] = set()
+        self._groups: dict[tuple[str, str], GroupStream] = {}
+
+    def group(self, stream: str, group: str) -> GroupStream:
+        """The mechanism object of ``group`` on ``stream`` (one per pair, kept)."""
+        found = self._groups.get((stream, group))
+        if found is None:
+            found = self._groups[(stream, group)] = GroupStream(self, stream, group)
+        return found
 
     # -- publishing --------------------------------------------------------------------
 
     def _encode(self, event: AgentEvent) -> dict[str, str]:
         if not isinstance(event, AgentEvent):
             raise TypeError(f"publish takes an AgentEvent, got {type(event).__name__}")
-        if event.tenant_id != self.tenant_id:
-            raise TenantMismatch(
-                f"event {event.event_id!r} belongs to tenant {event.tenant_id!r}, "
-                f"not to this bus's tenant {self.tenant_id!r}"
-            )
+        check_tenant(self.tenant_id, event.tenant_id, f"event {event.event_id!r}")
         fields = event.to_stream_dict()
         size = encoded_size(fields)
         if size > self.settings.max_event_bytes:
@@ -161,7 +151,7 @@ class TenantEventBus:
 
         with translated(what):
             try:
-                return call_with_retries(once, st.publish_attempts)
+                return call_with_retries(once, st.retry_budget_s)
             except TRANSIENT as exc:
                 raise PublishOutcomeUnknown(events[0].event_id, stream, exc) from exc
 
@@ -170,7 +160,7 @@ class TenantEventBus:
 
         Idempotent by ``event_id`` within the dedupe window: publishing the same event again
         returns the first message id and writes nothing, so connection errors are retried
-        (``publish_attempts``); if no reply ever comes, :class:`PublishOutcomeUnknown`.
+        (for ``retry_budget_s``, 2 s); if no reply comes, :class:`PublishOutcomeUnknown`.
         """
         ((message_id, written),) = self._publish_batch(stream, [event], f"publish to {stream!r}")
         if not written:
@@ -214,11 +204,8 @@ class TenantEventBus:
                 # reads and acks still work: a worker (re)started then must still consume.
                 if "BUSYGROUP" not in str(exc) and not self._group_exists(key, group):
                     raise
-                created = False
-            else:
-                created = True
-        self._groups_seen.add((key, group))
-        return created
+                return False
+        return True
 
     def _group_exists(self, key: str, group: str) -> bool:
         try:
@@ -237,54 +224,15 @@ class TenantEventBus:
         with :meth:`ack`; ``msg.event()`` decodes it.
         """
         validate_consumer(consumer)
-        key = self.keys.stream(stream)
-        if (key, group) not in self._groups_seen:
-            self.ensure_group(stream, group)
-        with translated(f"read {stream!r} as {group!r}/{consumer!r}"):
-            try:
-                entries = self.read_group(group, consumer, {key: ">"}, count=count, block_ms=block)
-            except redis.ResponseError as exc:
-                if not is_nogroup(exc):
-                    raise
-                # The group vanished (Redis restarted without persistence, or it was
-                # deleted): recreate it from the start of the stream, loudly.
-                self.ensure_group(stream, group)
-                log.error(
-                    "consumer_group_recreated",
-                    tenant=self.tenant_id,
-                    stream=stream,
-                    group=group,
-                    consumer=consumer,
-                    error=str(exc),
-                )
-                entries = self.read_group(group, consumer, {key: ">"}, count=count, block_ms=block)
-        return [StreamMessage(e.message_id, _decode_lossy(e.fields)) for e in entries]
-
-    def read_group(
-        self,
-        group: str,
-        consumer: str,
-        streams: Mapping[str, str],
-        *,
-        count: int,
-        block_ms: int | None,
-        acks: Mapping[str, Sequence[str]] | None = None,
-    ) -> list[RawEntry]:
-        """XREADGROUP over ``{key: id}``; raw entries. Raises redis errors untranslated.
-
-        ``acks`` (``{key: [id, ...]}``) are sent first, in the same round trip.
-        """
-        block = None if block_ms is None else max_block_ms(self.redis, block_ms)
-        wanted: Any = dict(streams)
-        if not acks:
-            reply = self.redis.xreadgroup(group, consumer, wanted, count=count, block=block)
-        else:
-            pipe = self.redis.pipeline(transaction=False)
-            for key, ids in acks.items():
-                pipe.xack(key, group, *ids)
-            pipe.xreadgroup(group, consumer, wanted, count=count, block=block)
-            reply = pipe.execute()[-1]
-        return list(_iter_entries(reply))
+        gs = self.group(stream, group)
+        if not gs._seen:
+            gs.ensure()
+        try:
+            entries = gs.read(consumer, {gs.main: ">"}, count=count, block_ms=block)
+        except GroupMissing as exc:  # recreated from the start of the stream, loudly
+            gs.ensure(cause=exc)
+            entries = gs.read(consumer, {gs.main: ">"}, count=count, block_ms=block)
+        return [StreamMessage(e.message_id, lossy_fields(e.fields)) for e in entries]
 
     def ack(self, stream: str, group: str, *message_ids: str) -> int:
         """Acknowledge entries of ``stream`` for ``group``; returns how many were pending."""
@@ -319,16 +267,7 @@ class TenantEventBus:
             "last_generated_id": s(info["last-generated-id"]),
             "first_entry_id": s(info["first-entry"][0]) if info.get("first-entry") else None,
             "last_entry_id": s(info["last-entry"][0]) if info.get("last-entry") else None,
-            "groups": [
-                {
-                    "name": s(g["name"]),
-                    "consumers": int(g["consumers"]),
-                    "pending": int(g["pending"]),
-                    "last_delivered_id": s(g["last-delivered-id"]),
-                    "lag": None if g.get("lag") is None else int(g["lag"]),
-                }
-                for g in groups
-            ],
+            "groups": [group_row(g) for g in groups],
         }
         return out
 
@@ -349,21 +288,34 @@ class TenantEventBus:
             for r in rows
         ]
 
+    def stream_known(self, stream: str) -> bool:
+        """True if the stream is registered, or it or its DLQ exists."""
+        with translated(f"look up stream {stream!r}"):
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.sismember(self.keys.registry(), stream)
+            pipe.exists(self.keys.stream(stream), self.keys.dlq(stream))
+            registered, existing = pipe.execute()
+        return bool(registered or existing)
+
+    def last_id(self, stream: str) -> str:
+        """The stream's last generated id ("0-0" if it does not exist)."""
+        try:
+            return str(self.get_stream_info(stream)["last_generated_id"])
+        except StreamNotFound:
+            return "0-0"
+
+    def read_after(
+        self, stream: str, after: str, *, count: int, block_ms: int | None
+    ) -> list[tuple[str, dict[bytes, bytes]]]:
+        """Entries after id ``after`` (plain XREAD: no group, nothing acknowledged)."""
+        key = self.keys.stream(stream)
+        block = None if block_ms is None else max_block_ms(self.redis, block_ms)
+        with translated(f"read {stream!r}"):
+            reply: Any = self.redis.xread({key: after}, count=count, block=block)
+        return [(e.message_id, e.fields) for e in iter_entries(reply)]
+
     def streams(self) -> list[str]:
         """Names of this tenant's streams (from the registry set; no SCAN needed)."""
         with translated("list streams"):
             names = self.redis.smembers(self.keys.registry())
         return sorted(s(n) for n in names)
-
-
-def _iter_entries(reply: Any) -> Iterable[RawEntry]:
-    """Flatten an XREADGROUP reply (RESP2 list or RESP3 dict) into RawEntry rows."""
-    if not reply:
-        return
-    items = reply.items() if isinstance(reply, dict) else reply
-    for key, entries in items:
-        k = s(key)
-        for message_id, fields in entries:
-            if fields is None:  # deleted while pending (history reads)
-                continue
-            yield RawEntry(k, s(message_id), dict(fields))

@@ -15,7 +15,7 @@ import redis
 import structlog
 
 from eventbus.errors import DecodeError, DLQEntryNotFound
-from eventbus.keys import TenantKeys, validate_group
+from eventbus.keys import validate_group
 from eventbus.records import (  # noqa: F401  (re-exported: the DLQ's reasons)
     REASON_DECODE_ERROR,
     REASON_HANDLER_FAILED,
@@ -25,9 +25,8 @@ from eventbus.records import (  # noqa: F401  (re-exported: the DLQ's reasons)
     FailureInfo,
     dead_letter_metadata,
 )
-from eventbus.redis_io import raw_client, s, translated
+from eventbus.redis_io import lossy, lossy_fields, s, translated
 from eventbus.schemas import AgentEvent, EventType
-from eventbus.scripts import Scripts
 
 log = structlog.get_logger("eventbus.dlq")
 
@@ -74,9 +73,9 @@ def _parse(dlq_id: str, raw: Mapping[bytes, bytes]) -> DeadLetter:
     meta: dict[str, str] = {}
     own: dict[bytes, bytes] = {}
     for k, v in raw.items():
-        name = k.decode("utf-8", "replace")
+        name = lossy(k)
         if name.startswith("_"):
-            meta[name] = v.decode("utf-8", "replace")
+            meta[name] = lossy(v)
         else:
             own[k] = v
     try:
@@ -97,7 +96,7 @@ def _parse(dlq_id: str, raw: Mapping[bytes, bytes]) -> DeadLetter:
         group=meta.get("_dlq_group"),
         consumer=meta.get("_dlq_consumer"),
         failed_at=datetime.fromtimestamp(int(failed_ms) / 1000, tz=timezone.utc),
-        fields={k.decode("utf-8", "replace"): v.decode("utf-8", "replace") for k, v in own.items()},
+        fields=lossy_fields(own),
         event=event,
         decode_error=decode_error,
     )
@@ -115,10 +114,13 @@ class DeadLetterQueue:
     """Operator access to a tenant's dead-letter streams (``t:{T}:events:{S}:dlq``)."""
 
     def __init__(self, redis: redis.Redis, tenant_id: str) -> None:
-        self.keys = TenantKeys(tenant_id)
+        from eventbus.bus import TenantEventBus  # the bus owns the client and the scripts
+
+        self._bus = TenantEventBus(redis, tenant_id)
+        self.keys = self._bus.keys
         self.tenant_id = tenant_id
-        self.redis = raw_client(redis)
-        self.scripts = Scripts(self.redis)
+        self.redis = self._bus.redis
+        self.scripts = self._bus.scripts
 
     def send_to_dlq(
         self,
@@ -189,12 +191,7 @@ class DeadLetterQueue:
         if letter.group:
             group = validate_group(letter.group)
             target = self.keys.retry_stream(original_stream, group)
-            with translated("create retry group"):
-                try:
-                    self.redis.xgroup_create(target, group, id="0", mkstream=True)
-                except redis.ResponseError as exc:
-                    if "BUSYGROUP" not in str(exc):
-                        raise
+            self._bus.ensure_group(original_stream, group, key=target)
         with translated(f"replay {dlq_message_id!r}"):
             new_id = self.scripts.replay(self.keys.dlq(original_stream), target, dlq_message_id)
         if new_id is None:

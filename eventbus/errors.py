@@ -35,6 +35,16 @@ class BusRefused(EventBusError):
     """Redis refused a command (out of memory, no permission, read-only replica...)."""
 
 
+class GroupMissing(EventBusError):
+    """The consumer group (or its stream) is gone: Redis restarted without persistence, or
+    someone deleted it. The consumer recreates it (and logs ``consumer_group_recreated``)."""
+
+
+class ScriptError(EventBusError):
+    """Redis rejected one of the bus's own commands or Lua scripts as wrong: a bug in the
+    bus (or a server it does not support), not an outage; retrying will not help."""
+
+
 class InvalidName(EventBusError, ValueError):
     """A tenant, stream, group or consumer name is not allowed."""
 

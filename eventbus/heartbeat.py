@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import threading
 
-import redis
 import structlog
+
+from eventbus.errors import EventBusError
+from eventbus.groupstream import GroupStream
 
 log = structlog.get_logger("eventbus.heartbeat")
 
@@ -17,26 +19,18 @@ log = structlog.get_logger("eventbus.heartbeat")
 class Heartbeat:
     """One side thread, started with the first delivery, that wakes every ``interval_s`` and
     refreshes the delivery in hand at that moment: one in hand for a whole interval is
-    refreshed at least once per interval. ``claim(key, id)`` while handling, ``release()``
-    after: each only stores a reference (no lock, no wake-up), as they run per event."""
+    refreshed at least once per interval. ``started``/``finished`` run per event and only
+    store a reference (no lock, no wake-up)."""
 
-    def __init__(self, client: redis.Redis, group: str, consumer: str, interval_s: float) -> None:
-        self._client = client
+    def __init__(self, group: GroupStream, consumer: str, interval_s: float) -> None:
         self._group = group
         self._consumer = consumer
         self._interval_s = interval_s
         self._current: tuple[str, str] | None = None
         self._closed = threading.Event()
         self._thread: threading.Thread | None = None
-        self.beats = 0
 
     def started(self, key: str, message_id: str, retry_count: int) -> None:
-        self.claim(key, message_id)
-
-    def finished(self) -> None:
-        self._current = None
-
-    def claim(self, key: str, message_id: str) -> None:
         self._current = (key, message_id)
         if self._thread is None:
             self._thread = threading.Thread(
@@ -44,7 +38,7 @@ class Heartbeat:
             )
             self._thread.start()
 
-    def release(self) -> None:
+    def finished(self) -> None:
         self._current = None
 
     def close(self) -> None:
@@ -59,7 +53,6 @@ class Heartbeat:
                 continue
             key, message_id = current
             try:
-                self._client.xclaim(key, self._group, self._consumer, 0, [message_id], justid=True)
-                self.beats += 1
-            except redis.RedisError as exc:
+                self._group.refresh_claim(self._consumer, key, message_id)
+            except EventBusError as exc:
                 log.warning("heartbeat_failed", message_id=message_id, error=str(exc))

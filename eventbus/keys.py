@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from eventbus.errors import InvalidName
+from eventbus.errors import InvalidName, TenantMismatch
 
 NAME_MAX = 64
 #: Stream names get a little more room than other names (``orders.eu-west.priority``...).
@@ -58,6 +58,13 @@ def validate_consumer(value: object) -> str:
 
 def validate_event_id(value: object) -> str:
     return _check("event id", value, EVENT_ID_MAX, _EVENT_ID_RE)
+
+
+def check_tenant(expected: str, actual: str, what: str) -> None:
+    """The one tenant check: raise :class:`TenantMismatch` unless ``what`` (an event, a DLQ,
+    ...) belongs to tenant ``expected``."""
+    if actual != expected:
+        raise TenantMismatch(f"{what} belongs to tenant {actual!r}, not to tenant {expected!r}")
 
 
 @dataclass(frozen=True)

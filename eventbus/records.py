@@ -43,18 +43,20 @@ def dead_letter_metadata(
     reason: str,
     original_stream: str,
     message_id: str,
-    retry_count: int,
+    retry_count: int | None = None,
     failure: FailureInfo | None = None,
     group: str | None = None,
     consumer: str | None = None,
 ) -> dict[str, str]:
-    """The ``_dlq_*`` fields that travel with a dead letter."""
+    """The ``_dlq_*`` fields that travel with a dead letter. ``retry_count`` is left out
+    when the dead-letter script takes it from the entry itself (the consumer's paths)."""
     meta = {
         "_dlq_reason": reason,
         "_dlq_stream": original_stream,
         "_dlq_message_id": message_id,
-        RETRY_COUNT_FIELD: str(retry_count),
     }
+    if retry_count is not None:
+        meta[RETRY_COUNT_FIELD] = str(retry_count)
     if failure is not None:
         meta["_dlq_error_type"] = failure.error_type
         meta["_dlq_error"] = failure.message

@@ -31,6 +31,22 @@ class Decision:
     delay_s: float = 0.0
 
 
+def attempt_state(attempt: int, error: BaseException | None = None) -> RetryCallState:
+    """A tenacity call state for attempt number ``attempt`` (1-based), so that strategies
+    (``wait_*``, ``stop_*``) can be evaluated without running tenacity's loop. Elapsed time
+    is not modelled: strategies see the attempt number (and the error) only."""
+    state = RetryCallState(None, None, (), {})  # type: ignore[arg-type]
+    state.attempt_number = attempt
+    if error is not None:
+        state.set_exception((type(error), error, error.__traceback__))
+    return state
+
+
+def wait_s(wait: wait_base, attempt: int) -> float:
+    """Seconds ``wait`` asks for after failed attempt number ``attempt``."""
+    return float(wait(attempt_state(attempt)))
+
+
 def _is_delay(value: object) -> bool:
     """A usable delay in seconds: a finite number >= 0 (NaN or inf would break scheduling)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -70,10 +86,7 @@ class RetryPolicy:
 
     def decide(self, retry_count: int, error: BaseException | None = None) -> Decision:
         """Decision after the handler failed on an event that had ``retry_count`` retries."""
-        state = RetryCallState(None, None, (), {})  # type: ignore[arg-type]
-        state.attempt_number = retry_count + 1
-        if error is not None:
-            state.set_exception((type(error), error, error.__traceback__))
+        state = attempt_state(retry_count + 1, error)
         if self.stop(state):
             return Decision("dead_letter", retry_count)
         return Decision("retry", retry_count + 1, float(self.wait(state)))

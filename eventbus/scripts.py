@@ -1,17 +1,23 @@
 """Atomic transitions: loads the Lua files next to this module, one typed wrapper each.
 
-Each wrapper owns its script's KEYS/ARGV order (documented in the .lua file's header).
-Scripts run with EVALSHA through redis-py's ``Script`` (reloaded after a server restart).
+Each wrapper owns its script's KEYS/ARGV order (documented in the .lua file's header) and
+turns the script's status codes into named values (:class:`MoveStatus`). Scripts run with
+EVALSHA through redis-py's ``Script`` (reloaded after a server restart). Errors are raised
+as redis-py raises them: :mod:`eventbus.groupstream` and :mod:`eventbus.bus` translate.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import Enum
 from importlib import resources
 from typing import Any
 
 import redis
 from redis.commands.core import Script
+
+from eventbus.redis_io import s as _s
 
 _INCLUDE = "-- @include "
 
@@ -28,15 +34,34 @@ def load_source(name: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _s(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+class MoveStatus(Enum):
+    """What a move script (retry, dead letter) did with a delivery."""
+
+    DONE = "done"  # written and acknowledged
+    NOT_OURS = "not_ours"  # no longer pending on this consumer (acked, or claimed by another)
+    GONE = "gone"  # pending but deleted from the stream: acknowledged, nothing to move
+
+
+_STATUS = {0: MoveStatus.NOT_OURS, -1: MoveStatus.GONE}
+
+
+@dataclass(frozen=True)
+class Moved:
+    status: MoveStatus
+    #: The retry's due time (ms, Redis clock) or the dead letter's id, when DONE.
+    value: int | str | None = None
+
+
+def _moved(reply: Any) -> Moved:
+    if isinstance(reply, int) and reply in _STATUS:
+        return Moved(_STATUS[reply])
+    return Moved(MoveStatus.DONE, reply if isinstance(reply, int) else _s(reply))
 
 
 class Scripts:
     """The bus's Lua scripts, registered on one client."""
 
     def __init__(self, client: redis.Redis) -> None:
-        self._client = client
         self._publish = client.register_script(load_source("publish.lua"))
         self._ack_and_retry = client.register_script(load_source("ack_and_retry.lua"))
         self._promote_due = client.register_script(load_source("promote_due.lua"))
@@ -88,10 +113,10 @@ class Scripts:
         consumer: str,
         delay_ms: int,
         retry_count: int,
-    ) -> int:
-        """Schedule a retry and ack; returns the due time (ms), 0 (not ours) or -1 (gone)."""
+    ) -> Moved:
+        """Schedule a retry and ack; DONE carries the due time (ms, Redis clock)."""
         args = [group, message_id, consumer, delay_ms, retry_count]
-        return int(self._call(self._ack_and_retry, (source_key, schedule_key), args, None))
+        return _moved(self._call(self._ack_and_retry, (source_key, schedule_key), args, None))
 
     def promote_due(self, schedule_key: str, retry_stream_key: str, limit: int) -> tuple[int, int]:
         """Move due retries; returns (moved, ms until the next one is due or -1)."""
@@ -109,13 +134,12 @@ class Scripts:
         message_id: str,
         consumer: str,
         metadata: dict[str, str],
-    ) -> str | int:
-        """Copy to the DLQ and ack; returns the DLQ id, 0 (not ours) or -1 (entry gone)."""
+    ) -> Moved:
+        """Copy to the DLQ and ack; DONE carries the dead letter's id."""
         args: list[Any] = [group, message_id, consumer]
         for k, v in metadata.items():
             args += (k, v)
-        reply = self._call(self._ack_and_dead_letter, (source_key, dlq_key), args, None)
-        return reply if isinstance(reply, int) else _s(reply)
+        return _moved(self._call(self._ack_and_dead_letter, (source_key, dlq_key), args, None))
 
     def replay(self, dlq_key: str, target_key: str, dlq_id: str) -> str | None:
         reply = self._call(self._replay, (dlq_key, target_key), [dlq_id], None)

@@ -3,7 +3,7 @@ environment: the worker pool's settings (``workers.pool.settings``) do that and 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 
 def _positive(obj: object, *names: str, allow_zero: bool = False) -> None:
@@ -23,11 +23,11 @@ class BusSettings:
     trim_slack: int = 100  # growth past maxlen before a trim runs (like MAXLEN ~)
     dedupe_window_s: float = 300.0  # an event_id published again within this is a no-op
     max_event_bytes: int = 1024 * 1024  # encoded size limit, checked before Redis is touched
-    publish_attempts: int = 3  # tries of one publish on connection errors (idempotent)
+    retry_budget_s: float = 2.0  # how long one publish is retried on connection errors (s)
 
     def __post_init__(self) -> None:
         _positive(self, "maxlen", "trim_slack", allow_zero=True)
-        _positive(self, "dedupe_window_s", "max_event_bytes", "publish_attempts")
+        _positive(self, "dedupe_window_s", "max_event_bytes", "retry_budget_s")
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,3 @@ class ConsumerSettings:
     @property
     def heartbeat_s(self) -> float:
         return self.heartbeat_interval_s or self.reclaim_idle_ms / 3000.0
-
-
-def field_names(cls: type) -> list[str]:
-    return [f.name for f in fields(cls)]

@@ -5,11 +5,13 @@
 -- ARGV[1]  group     the consumer group
 -- ARGV[2]  id        message id in KEYS[1]
 -- ARGV[3]  consumer  the consumer that owns the delivery
--- ARGV[4..] field, value, ...  dead-letter metadata (_dlq_* fields and _retry_count)
+-- ARGV[4..] field, value, ...  dead-letter metadata (_dlq_* fields)
 -- The entry's own fields are copied byte for byte from the stream (so undecodable entries
--- survive intact); reserved fields (_dlq_*, _retry_count) are replaced by the metadata, and
--- _dlq_failed_at_ms is set from the server clock. A retried entry's _origin_id (its id in
--- the main stream) replaces the _dlq_message_id given, so the DLQ names the published id.
+-- survive intact), its _retry_count included (absent = 0: the retries it really had, on
+-- every path, the reclaimer's poison path too); old _dlq_* fields are replaced by the
+-- metadata, and _dlq_failed_at_ms is set from the server clock. A retried entry's
+-- _origin_id (its id in the main stream) replaces the _dlq_message_id given, so the DLQ
+-- names the published id.
 -- Returns the DLQ message id; 0 when the entry is no longer pending for this consumer;
 -- -1 when it is pending but gone from the stream (it is acknowledged: nothing to keep).
 -- The XADD comes before the XACK, so a refused write leaves the entry pending.
@@ -19,15 +21,20 @@ local original, status = eb_owned_entry(KEYS[1], ARGV[1], ARGV[2], ARGV[3])
 if original == nil then return status end
 local fields = {}
 local origin = nil
+local retries = '0'
 for i = 1, #original, 2 do
   local name = original[i]
   if name == '_origin_id' then
     origin = original[i + 1]
-  elseif string.sub(name, 1, 5) ~= '_dlq_' and name ~= '_retry_count' then
+  elseif name == '_retry_count' then
+    retries = original[i + 1]
+  elseif string.sub(name, 1, 5) ~= '_dlq_' then
     fields[#fields + 1] = name
     fields[#fields + 1] = original[i + 1]
   end
 end
+fields[#fields + 1] = '_retry_count'
+fields[#fields + 1] = retries
 for i = 4, #ARGV, 2 do
   fields[#fields + 1] = ARGV[i]
   if ARGV[i] == '_dlq_message_id' and origin then

@@ -8,7 +8,7 @@
 -- ARGV[4]  delay_ms     (ms) from now (server TIME) until the retry is due
 -- ARGV[5]  retry_count  the count the retried entry will carry in _retry_count
 -- The entry's fields are copied byte for byte from the stream into the schedule member,
--- JSON {"s": source, "id": id, "n": retry_count, "f": [field, value, ...]}, with
+-- JSON {"s": source, "id": id, "f": [field, value, ...]}, with
 -- _origin_id = the id the event had in the main stream (kept from an earlier retry, or id).
 -- Returns the due time (ms since epoch, server clock); 0 when the entry is no longer
 -- pending for this consumer (acked or claimed by another consumer): nothing is done;
@@ -32,7 +32,7 @@ fields[#fields + 1] = '_retry_count'
 fields[#fields + 1] = ARGV[5]
 fields[#fields + 1] = '_origin_id'
 fields[#fields + 1] = origin
-local member = cjson.encode({s = KEYS[1], id = ARGV[2], n = tonumber(ARGV[5]), f = fields})
+local member = cjson.encode({s = KEYS[1], id = ARGV[2], f = fields})
 local due = eb_now_ms() + tonumber(ARGV[4])
 redis.call('ZADD', KEYS[2], due, member)
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])

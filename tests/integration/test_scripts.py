@@ -19,6 +19,7 @@ from eventbus import (
     wants_context,
 )
 from eventbus.records import dead_letter_metadata
+from eventbus.scripts import Moved, MoveStatus
 from tests.conftest import wait_for
 from tests.integration.helpers import Recorder, consumer, make_event, named, running
 from workers.tools.localredis import LocalRedis
@@ -59,7 +60,7 @@ def test_publish_under_oom_raises_bus_refused_and_writes_nothing(oom_server: Loc
     assert client.xlen(STREAM_KEY) == 1
 
 
-def test_failing_handler_under_oom_leaves_the_event_pending_then_it_is_retried(
+def test_failing_handler_under_oom_leaves_the_event_pending_then_writes_its_retry_not_a_rerun(
     oom_server: LocalRedis,
 ) -> None:
     client = oom_server.client()
@@ -88,10 +89,11 @@ def test_failing_handler_under_oom_leaves_the_event_pending_then_it_is_retried(
     assert client.zcard(SCHEDULE_KEY) == 0 and dlq.count("tasks") == 0
 
     out_of_memory(client, False)
-    assert [x.message_id for x in c.reclaim_abandoned(idle_time_ms=0)] == [message_id]
     wait_for(lambda: c.process_batch(handler, block_ms=10) >= 0 and len(attempts) == 3)
 
-    assert attempts == [(1, 0), (2, 0), (1, 1)]  # redelivered, then retried once
+    # The refused outcome was written again once memory was back: the failed attempt was
+    # not repeated (no second delivery of the original entry), the retries went on.
+    assert attempts == [(1, 0), (1, 1), (1, 2)]
     assert bus.get_pending("tasks", "workers") == []
     assert client.zcard(SCHEDULE_KEY) == 0 and dlq.count("tasks") == 0
 
@@ -132,7 +134,7 @@ def _delivered_to(bus: TenantEventBus, name: str) -> str:
     return message.message_id if message.message_id == message_id else ""
 
 
-def _retry(bus: TenantEventBus, message_id: str, consumer_name: str) -> int:
+def _retry(bus: TenantEventBus, message_id: str, consumer_name: str) -> Moved:
     return bus.scripts.ack_and_retry(
         STREAM_KEY,
         SCHEDULE_KEY,
@@ -144,9 +146,9 @@ def _retry(bus: TenantEventBus, message_id: str, consumer_name: str) -> int:
     )
 
 
-def _dead_letter(bus: TenantEventBus, message_id: str, consumer_name: str) -> str | int:
+def _dead_letter(bus: TenantEventBus, message_id: str, consumer_name: str) -> Moved:
     meta = dead_letter_metadata(
-        reason="handler_failed", original_stream="tasks", message_id=message_id, retry_count=3
+        reason="handler_failed", original_stream="tasks", message_id=message_id
     )
     return bus.scripts.ack_and_dead_letter(
         STREAM_KEY,
@@ -164,7 +166,7 @@ def test_a_move_does_nothing_when_the_entry_is_pending_on_another_consumer(
 ) -> None:
     message_id = _delivered_to(bus, "owner")
 
-    assert move(bus, message_id, "intruder") == 0  # type: ignore[operator]
+    assert move(bus, message_id, "intruder") == Moved(MoveStatus.NOT_OURS)  # type: ignore[operator]
 
     assert [(p.message_id, p.consumer) for p in bus.get_pending("tasks", "workers")] == [
         (message_id, "owner")
@@ -179,7 +181,7 @@ def test_a_move_does_nothing_when_the_entry_was_already_acknowledged(
     message_id = _delivered_to(bus, "owner")
     bus.ack("tasks", "workers", message_id)
 
-    assert move(bus, message_id, "owner") == 0  # type: ignore[operator]
+    assert move(bus, message_id, "owner") == Moved(MoveStatus.NOT_OURS)  # type: ignore[operator]
 
     assert r.zcard(SCHEDULE_KEY) == 0 and r.xlen(DLQ_KEY) == 0
 
@@ -191,7 +193,7 @@ def test_a_move_of_an_entry_deleted_from_the_stream_just_acknowledges_it(
     message_id = _delivered_to(bus, "owner")
     r.xdel(STREAM_KEY, message_id)
 
-    assert move(bus, message_id, "owner") == -1  # type: ignore[operator]
+    assert move(bus, message_id, "owner") == Moved(MoveStatus.GONE)  # type: ignore[operator]
 
     assert bus.get_pending("tasks", "workers") == []
     assert r.zcard(SCHEDULE_KEY) == 0 and r.xlen(DLQ_KEY) == 0
@@ -207,7 +209,7 @@ def test_ack_and_retry_schedules_a_byte_exact_copy_and_acks(
 
     assert bus.get_pending("tasks", "workers") == []
     [(member, score)] = r.zrange(SCHEDULE_KEY, 0, -1, withscores=True)
-    assert score == due
+    assert due.status is MoveStatus.DONE and score == due.value
     moved, wait_ms = bus.scripts.promote_due(SCHEDULE_KEY, RETRY_KEY, 10)
     assert (moved, 0 < wait_ms <= 1000) == (0, True)  # not due yet
     r.zadd(SCHEDULE_KEY, {member: 0})  # make it due now
@@ -223,10 +225,11 @@ def test_ack_and_dead_letter_copies_the_entry_with_metadata_and_acks(
     message_id = _delivered_to(bus, "owner")
     original = r.xrange(STREAM_KEY)[0][1]
 
-    dlq_id = _dead_letter(bus, message_id, "owner")
+    moved = _dead_letter(bus, message_id, "owner")
 
     [(stored_id, letter)] = r.xrange(DLQ_KEY)
-    assert stored_id.decode() == dlq_id
+    assert moved == Moved(MoveStatus.DONE, stored_id.decode())
+    assert letter[b"_retry_count"] == b"0"  # the entry's own count: it was never retried
     assert {k: v for k, v in letter.items() if not k.startswith(b"_")} == original
     assert letter[b"_dlq_reason"] == b"handler_failed"
     assert letter[b"_dlq_message_id"] == message_id.encode()

@@ -10,7 +10,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from eventbus.dlq import DeadLetter
-from eventbus.errors import DecodeError
+from eventbus.errors import DecodeError, TenantMismatch
+from eventbus.keys import check_tenant
+from eventbus.redis_io import lossy_fields
 from eventbus.schemas import AgentEvent
 
 ERROR_WIDTH = 60  # characters of a dead letter's error shown in the list table
@@ -196,22 +198,12 @@ def letter_text(letter: DeadLetter) -> str:
 # -- tail --------------------------------------------------------------------------------
 
 
-def tail_record(
-    message_id: str, fields: Mapping[str | bytes, str | bytes], tenant: str
-) -> dict[str, Any]:
+def tail_record(message_id: str, fields: Mapping[Any, Any], tenant: str) -> dict[str, Any]:
     """One ``tail`` line: ``{"message_id", "event"}``, or for an entry that is not a valid
     event of this tenant ``{"message_id", "fields", "error"}`` (fields decoded lossily)."""
     try:
         event = AgentEvent.from_stream_dict(fields)
-        if event.tenant_id != tenant:
-            raise DecodeError(
-                f"event tenant_id {event.tenant_id!r} does not match the stream's tenant {tenant!r}"
-            )
-    except DecodeError as exc:
-        raw = {_text(k): _text(v) for k, v in fields.items()}
-        return {"message_id": message_id, "fields": raw, "error": str(exc)}
+        check_tenant(tenant, event.tenant_id, f"event {event.event_id!r}")
+    except (DecodeError, TenantMismatch) as exc:
+        return {"message_id": message_id, "fields": lossy_fields(fields), "error": str(exc)}
     return {"message_id": message_id, "event": event.model_dump(mode="json")}
-
-
-def _text(value: str | bytes) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value

@@ -11,7 +11,7 @@ import importlib
 import os
 import re
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from functools import cached_property
 from typing import Any, cast
 
@@ -25,7 +25,6 @@ from eventbus.dlq import DeadLetterQueue
 from eventbus.errors import BusConnectionError, EventBusError, StreamNotFound
 from eventbus.keys import TenantKeys, validate_stream
 from eventbus.logs import configure_logging
-from eventbus.redis_io import max_block_ms, s, translated
 from eventbus.settings import BusSettings
 from eventbus.stats import tenant_stats
 from workers.cli import events as cli_events
@@ -80,12 +79,7 @@ class Ops:
 
     def require_stream(self, stream: str) -> None:
         """StreamNotFound unless the stream is registered or it or its DLQ exists."""
-        with translated(f"look up stream {stream!r}"):
-            pipe = self.bus.redis.pipeline(transaction=False)
-            pipe.sismember(self.keys.registry(), stream)
-            pipe.exists(self.keys.stream(stream), self.keys.dlq(stream))
-            registered, existing = pipe.execute()
-        if not registered and not existing:
+        if not self.bus.stream_known(stream):
             raise StreamNotFound(
                 f"stream {stream!r} of tenant {self.keys.tenant_id!r} does not exist "
                 "('eventbus stats' lists the tenant's streams)"
@@ -166,40 +160,18 @@ def tail(ops: Ops) -> int:
     """Follow a stream with plain XREAD (no group); one JSON line per entry."""
     a = ops.args
     ops.require_stream(a.stream)
-    key = ops.keys.stream(a.stream)
-    client = ops.bus.redis
-    last = "0-0" if a.from_start else _last_id(client, key)
-    block = max_block_ms(client, TAIL_BLOCK_MS)
+    last = "0-0" if a.from_start else ops.bus.last_id(a.stream)
     seen = 0
     try:
         while a.count is None or seen < a.count:
             want = TAIL_READ_COUNT if a.count is None else min(TAIL_READ_COUNT, a.count - seen)
-            for message_id, fields in _xread(client, key, last, want, block):
+            entries = ops.bus.read_after(a.stream, last, count=want, block_ms=TAIL_BLOCK_MS)
+            for message_id, fields in entries:
                 print(dumps(tail_record(message_id, fields, ops.keys.tenant_id)), flush=True)
                 last, seen = message_id, seen + 1
     except KeyboardInterrupt:
         pass
     return 0
-
-
-def _last_id(client: redis.Redis, key: str) -> str:
-    """The stream's last generated id, so no entry added between two reads is missed."""
-    try:
-        return s(client.xinfo_stream(key)["last-generated-id"])
-    except redis.ResponseError as exc:
-        if "no such key" in str(exc).lower():
-            return "0-0"
-        raise
-
-
-def _xread(
-    client: redis.Redis, key: str, after: str, count: int, block_ms: int
-) -> Iterator[tuple[str, dict[str | bytes, str | bytes]]]:
-    reply: Any = client.xread({key: after}, count=count, block=block_ms)
-    items = reply.items() if isinstance(reply, dict) else (reply or [])
-    for _key, entries in items:
-        for message_id, fields in entries:
-            yield s(message_id), dict(fields)
 
 
 def stats(ops: Ops) -> int:

@@ -27,11 +27,12 @@ from types import FrameType
 
 import redis
 import structlog
+from structlog.contextvars import bound_contextvars
 
 from eventbus import DeadLetterQueue, TenantEventBus
 from eventbus.logs import configure_logging
 from eventbus.outcomes import Outcomes
-from eventbus.records import REASON_HANDLER_FAILED, FailureInfo
+from eventbus.records import FailureInfo
 from workers.pool import sdnotify
 from workers.pool.jobs import PeriodicJob, Reclaimer, Sweeper
 from workers.pool.loader import HandlerLoadError, load_handler
@@ -76,7 +77,7 @@ class Supervisor:
         os.set_blocking(self._wake_w, False)
         self._client = redis.Redis.from_url(settings.redis_url, client_name="eventbus-supervisor")
         self._bus = TenantEventBus(self._client, settings.tenant, settings=settings.bus_settings())
-        self._outcomes = Outcomes(self._bus, settings.stream, settings.group)
+        self._outcomes = Outcomes(self._bus.group(settings.stream, settings.group))
         self._jobs: list[PeriodicJob] = []
         self._reload_queue: list[int] = []
         self._budget = RestartBudget(settings.max_restarts_per_minute)
@@ -265,25 +266,24 @@ class Supervisor:
 
     def _fail_timed_out(self, slot: Slot, delivery: tuple[str, str, int], ran_s: float) -> None:
         key, message_id, retry_count = delivery
-        log = self.log.bind(consumer=slot.name, message_id=message_id, attempt=retry_count + 1)
-        log.error(
-            "handler_timeout", ran_s=round(ran_s, 1), timeout_s=self.settings.handler_timeout_s
-        )
-        failure = FailureInfo(
-            "HandlerTimeout",
-            f"handler ran longer than {self.settings.handler_timeout_s}s; worker killed",
-            "",
-        )
-        self._outcomes.fail(
-            key,
-            message_id,
-            slot.name,
-            retry_count=retry_count,
-            failure=failure,
-            policy=self.settings.retry_policy(),
-            log=log,
-            reason=REASON_HANDLER_FAILED,
-        )
+        context = {"consumer": slot.name, "message_id": message_id, "attempt": retry_count + 1}
+        with bound_contextvars(**context):
+            self.log.error(
+                "handler_timeout", ran_s=round(ran_s, 1), timeout_s=self.settings.handler_timeout_s
+            )
+            failure = FailureInfo(
+                "HandlerTimeout",
+                f"handler ran longer than {self.settings.handler_timeout_s}s; worker killed",
+                "",
+            )
+            self._outcomes.fail(
+                key,
+                message_id,
+                slot.name,
+                retry_count=retry_count,
+                failure=failure,
+                policy=self.settings.retry_policy(),
+            )
 
     # -- reload -----------------------------------------------------------------------------
 

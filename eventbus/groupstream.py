@@ -1,0 +1,341 @@
+"""Group (mechanism): one consumer group of one tenant's stream, and everything Redis does
+for it: its keys, groups, reads, acks, claims, the retry schedule, the move scripts, trims
+and counts.
+
+:class:`GroupStream` is the one object per (tenant, stream, group) that the consumer, the
+outcomes, the pool's reclaimer and sweeper and ``eventbus stats`` talk to. It is the only
+place (with :mod:`eventbus.redis_io` and the bus's publish path) that catches redis-py
+exceptions: callers see the bus's errors (:mod:`eventbus.errors`) and named results.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import redis
+import structlog
+
+from eventbus.errors import GroupMissing
+from eventbus.keys import validate_consumer, validate_group
+from eventbus.redis_io import error_text, max_block_ms, s, translate, translated
+from eventbus.scripts import Moved
+
+if TYPE_CHECKING:
+    from eventbus.bus import TenantEventBus
+
+RawFields = dict[bytes, bytes]
+Acks = Mapping[str, Sequence[str]]
+
+
+class RawEntry(NamedTuple):
+    """A delivery as the consumer reads it: which key, which id, fields as raw bytes."""
+
+    key: str
+    message_id: str
+    fields: RawFields
+
+
+class Claim(NamedTuple):
+    """An entry taken over by :meth:`GroupStream.reclaim`."""
+
+    key: str
+    message_id: str
+    #: Deliveries so far (the next handling is delivery ``deliveries + 1``).
+    deliveries: int
+    #: The consumer it now belongs to.
+    consumer: str
+
+
+class GroupStream:
+    """The mechanism of one (tenant, stream, group): keys, scripts, reads, acks, moves.
+
+    Its two streams are the tenant's stream and the group's retry stream (due retries of
+    this group only); entries of both are handled alike. Dead letters go to ``dlq_key``
+    (by default the stream's DLQ).
+    """
+
+    def __init__(
+        self, bus: TenantEventBus, stream: str, group: str, *, dlq_key: str | None = None
+    ) -> None:
+        keys = bus.keys
+        self.bus = bus
+        self.tenant_id = bus.tenant_id
+        self.stream = stream
+        self.group = validate_group(group)
+        self.main = keys.stream(stream)
+        self.retry = keys.retry_stream(stream, group)
+        self.schedule = keys.schedule(stream, group)
+        self.dlq = dlq_key or keys.dlq(stream)
+        self.keys = (self.main, self.retry)
+        self._r = bus.redis
+        self._scripts = bus.scripts
+        self._seen = False  # the groups existed once: creating them again is news
+        self.log = structlog.get_logger("eventbus.group").bind(
+            tenant=self.tenant_id, stream=stream, group=group
+        )
+
+    def _what(self, action: str) -> str:
+        return f"{action} ({self.tenant_id}/{self.stream}/{self.group})"
+
+    # -- groups ------------------------------------------------------------------------
+
+    def ensure(self, cause: BaseException | None = None) -> bool:
+        """Create the group on the stream and on its retry stream (from the very start, with
+        the streams if missing). True if either was created now; a group that existed
+        before and had to be created again is logged as ``consumer_group_recreated``."""
+        created = self.bus.ensure_group(self.stream, self.group)
+        created = self.bus.ensure_group(self.stream, self.group, key=self.retry) or created
+        if created and self._seen:
+            self.log.error(
+                "consumer_group_recreated",
+                error=error_text(cause) if cause else "group missing",
+                warning="the group or stream vanished (Redis restarted without persistence, "
+                "or they were deleted): unacknowledged entries may be lost; reading from "
+                "the start",
+            )
+        self._seen = True
+        return created
+
+    # -- reading -----------------------------------------------------------------------
+
+    def read_new(
+        self, consumer: str, *, count: int, block_ms: int | None, acks: Acks | None = None
+    ) -> list[RawEntry]:
+        """New entries of both streams for ``consumer`` (XREADGROUP ``>``); the ``acks``
+        (``{key: [id, ...]}``) go first, in the same round trip."""
+        wanted = {self.main: ">", self.retry: ">"}
+        return self.read(consumer, wanted, count=count, block_ms=block_ms, acks=acks)
+
+    def read_own(self, consumer: str, key: str, after: str, *, count: int) -> list[RawEntry]:
+        """Entries of ``key`` already delivered to ``consumer`` and not acked, after id
+        ``after`` (each read counts as a delivery of what it returns)."""
+        return self.read(consumer, {key: after}, count=count, block_ms=None)
+
+    def read(
+        self,
+        consumer: str,
+        streams: Mapping[str, str],
+        *,
+        count: int,
+        block_ms: int | None,
+        acks: Acks | None = None,
+    ) -> list[RawEntry]:
+        """XREADGROUP of ``{key: id}`` (keys of this group), acks first."""
+        block = None if block_ms is None else max_block_ms(self._r, block_ms)
+        wanted: Any = dict(streams)
+        with translated(self._what(f"read as {consumer!r}")):
+            if not acks:
+                reply = self._r.xreadgroup(self.group, consumer, wanted, count=count, block=block)
+            else:
+                pipe = self._r.pipeline(transaction=False)
+                for key, ids in acks.items():
+                    pipe.xack(key, self.group, *ids)
+                pipe.xreadgroup(self.group, consumer, wanted, count=count, block=block)
+                reply = pipe.execute()[-1]
+        return list(iter_entries(reply))
+
+    def delivery_count(self, consumer: str, key: str, message_id: str) -> int:
+        """How often the entry was delivered (1 if it is not pending on ``consumer``)."""
+        with translated(self._what("pending")):
+            rows = self._r.xpending_range(
+                key, self.group, min=message_id, max=message_id, count=1, consumername=consumer
+            )
+        return int(rows[0]["times_delivered"]) if rows else 1
+
+    def ack(self, acks: Acks) -> None:
+        """XACK ``{key: [id, ...]}`` (idempotent)."""
+        with translated(self._what("ack")):
+            if len(acks) == 1:
+                ((key, ids),) = acks.items()
+                self._r.xack(key, self.group, *ids)
+                return
+            pipe = self._r.pipeline(transaction=False)
+            for key, ids in acks.items():
+                pipe.xack(key, self.group, *ids)
+            pipe.execute()
+
+    def refresh_claim(self, consumer: str, key: str, message_id: str) -> None:
+        """Reset the entry's idle time without counting a delivery (XCLAIM 0 JUSTID), so the
+        reclaimer leaves a long-running delivery alone."""
+        with translated(self._what("refresh claim")):
+            self._r.xclaim(key, self.group, consumer, 0, [message_id], justid=True)
+
+    # -- retries -----------------------------------------------------------------------
+
+    def promote_due(self, limit: int) -> tuple[int, int]:
+        """Move due retries into the retry stream; (moved, ms until the next is due or -1)."""
+        with translated(self._what("promote due retries")):
+            return self._scripts.promote_due(self.schedule, self.retry, limit)
+
+    def schedule_retry(
+        self, key: str, message_id: str, consumer: str, *, delay_ms: int, retry_count: int
+    ) -> Moved:
+        """Write the retry into the schedule and ack, in one script (ack_and_retry.lua)."""
+        with translated(self._what(f"schedule retry of {message_id}")):
+            return self._scripts.ack_and_retry(
+                key,
+                self.schedule,
+                group=self.group,
+                message_id=message_id,
+                consumer=consumer,
+                delay_ms=delay_ms,
+                retry_count=retry_count,
+            )
+
+    def dead_letter(
+        self, key: str, message_id: str, consumer: str, metadata: dict[str, str]
+    ) -> Moved:
+        """Copy the entry to the DLQ and ack, in one script (ack_and_dead_letter.lua)."""
+        with translated(self._what(f"dead-letter {message_id}")):
+            return self._scripts.ack_and_dead_letter(
+                key,
+                self.dlq,
+                group=self.group,
+                message_id=message_id,
+                consumer=consumer,
+                metadata=metadata,
+            )
+
+    # -- recovery ----------------------------------------------------------------------
+
+    def reclaim(
+        self, assign: Callable[[], str], *, min_idle_ms: int, count: int = 100
+    ) -> Iterator[Claim]:
+        """Take over entries idle for ``min_idle_ms`` on any consumer, in both streams; each
+        chunk of up to ``count`` goes to ``assign()`` (JUSTID: not counted as a delivery).
+        Entries deleted from the stream meanwhile are dropped and logged."""
+        for key in self.keys:
+            start = "0-0"
+            while True:
+                target = validate_consumer(assign())
+                with translated(self._what("reclaim")):
+                    start, claimed, deleted = self._scripts.reclaim(
+                        key,
+                        group=self.group,
+                        consumer=target,
+                        min_idle_ms=min_idle_ms,
+                        start=start,
+                        count=count,
+                    )
+                for message_id in deleted:
+                    self.log.warning("reclaim_entry_deleted", message_id=message_id, key=key)
+                for message_id, deliveries in claimed:
+                    yield Claim(key, message_id, deliveries, target)
+                if start == "0-0":
+                    break
+
+    # -- housekeeping ------------------------------------------------------------------
+
+    def trim_acked(self, maxlen: int) -> int:
+        """Trim acknowledged history of the stream to about ``maxlen`` (0: leave the stream)
+        and of the retry stream to nothing; unread or pending entries are never removed."""
+        with translated(self._what("trim")):
+            trimmed = self._scripts.trim_acked(self.main, maxlen) if maxlen > 0 else 0
+            return trimmed + self._scripts.trim_acked(self.retry, 0)
+
+    def consumers(self, key: str) -> list[dict[str, Any]]:
+        """XINFO CONSUMERS of the group on ``key``: name, pending, idle_ms, inactive_ms
+        (Redis >= 7.2 only, else None). Empty if the stream or group does not exist."""
+        try:
+            with translated(self._what("consumers")):
+                try:
+                    rows = self._r.xinfo_consumers(key, self.group)
+                except redis.ResponseError as exc:
+                    if "no such key" in str(exc).lower():
+                        return []
+                    raise
+        except GroupMissing:
+            return []
+        return [
+            {
+                "name": s(c["name"]),
+                "pending": int(c["pending"]),
+                "idle_ms": int(c["idle"]),
+                "inactive_ms": None if c.get("inactive") is None else int(c["inactive"]),
+            }
+            for c in rows
+        ]
+
+    def remove_idle_consumers(self, keep: Iterable[str], *, min_idle_ms: int) -> list[str]:
+        """Remove consumer names (not in ``keep``) idle for ``min_idle_ms`` with nothing
+        pending; check and removal are one script, so nothing pending is ever dropped."""
+        keep = set(keep)
+        removed = []
+        for key in self.keys:
+            for c in self.consumers(key):
+                if c["name"] in keep or c["pending"] > 0:
+                    continue
+                with translated(self._what("remove idle consumer")):
+                    done = self._scripts.delete_idle_consumer(
+                        key, group=self.group, consumer=c["name"], min_idle_ms=min_idle_ms
+                    )
+                if done:
+                    removed.append(c["name"])
+                    self.log.info("consumer_removed", consumer=c["name"], key=key)
+        return removed
+
+    def group_row(self, key: str) -> dict[str, Any] | None:
+        """This group's XINFO GROUPS row on ``key`` (lag is None when Redis cannot tell),
+        or None if the stream or the group does not exist."""
+        with translated(self._what("groups")):
+            try:
+                rows = self._r.xinfo_groups(key)
+            except redis.ResponseError as exc:
+                if "no such key" in str(exc).lower():
+                    return None
+                raise
+        for row in rows:
+            if s(row["name"]) == self.group:
+                return group_row(row)
+        return None
+
+    def scheduled(self) -> int:
+        """Retries waiting for their time."""
+        with translated(self._what("count scheduled retries")):
+            return int(self._r.zcard(self.schedule))
+
+    def counts(self) -> dict[str, int]:
+        """``backlog`` (undelivered, both streams), ``pending``, ``scheduled_retries`` and
+        ``dlq_size``: the numbers of the sweep log line."""
+        backlog = pending = 0
+        for key in self.keys:
+            row = self.group_row(key)
+            if row is not None:
+                backlog += row["lag"] or 0
+                pending += row["pending"]
+        with translated(self._what("count dead letters")):
+            dlq_size = int(self._r.xlen(self.dlq))
+        return {
+            "backlog": backlog,
+            "pending": pending,
+            "scheduled_retries": self.scheduled(),
+            "dlq_size": dlq_size,
+        }
+
+
+def group_row(row: Mapping[Any, Any]) -> dict[str, Any]:
+    """One XINFO GROUPS row, decoded: name, consumers, pending, last_delivered_id, lag."""
+    return {
+        "name": s(row["name"]),
+        "consumers": int(row["consumers"]),
+        "pending": int(row["pending"]),
+        "last_delivered_id": s(row["last-delivered-id"]),
+        "lag": None if row.get("lag") is None else int(row["lag"]),
+    }
+
+
+def iter_entries(reply: Any) -> Iterable[RawEntry]:
+    """Flatten an XREADGROUP reply (RESP2 list or RESP3 dict) into RawEntry rows."""
+    if not reply:
+        return
+    items = reply.items() if isinstance(reply, dict) else reply
+    for key, entries in items:
+        k = s(key)
+        for message_id, fields in entries:
+            if fields is None:  # deleted while pending (history reads)
+                continue
+            yield RawEntry(k, s(message_id), dict(fields))
+
+
+__all__ = ["Claim", "GroupStream", "RawEntry", "group_row", "iter_entries", "translate"]
