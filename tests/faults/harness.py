@@ -19,6 +19,7 @@ from tests.conftest import wait_for
 from tests.faults.ledger import Ledger
 from tests.process.pool import STREAM, Pool, event
 from workers.tools.localredis import LocalRedis, pid_alive
+from workers.tools.procs import is_worker
 
 HANDLER = "tests.faults.handlers:record"
 ROOT = Path(__file__).parents[2]
@@ -67,11 +68,7 @@ class FaultPool(Pool):
         self.worker_pids()
         super().kill_all()
         for pid in self.seen_pids:
-            try:
-                cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
-            except OSError:
-                continue
-            if b"spawn_main" in cmd:
+            if is_worker(pid):
                 sigkill(pid)
 
     def unplanned_respawns(self) -> int:

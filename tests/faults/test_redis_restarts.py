@@ -18,6 +18,7 @@ from tests.faults.harness import FaultPool, Publisher, make_event, time_to_next_
 from tests.faults.ledger import Ledger, assert_nothing_lost, record_report
 from tests.process.pool import GROUP, STREAM, TENANT, pending_count
 from workers.tools.localredis import LocalRedis
+from workers.tools.procs import state
 
 # Every restart replays a base RDB of 2,000 keys at 0.5 ms a key, serving clients LOADING
 # meanwhile (events are processed every 1 KiB of load): about a second of LOADING.
@@ -138,5 +139,5 @@ def test_redis_restart_without_persistence_recreates_the_group_at_0_and_goes_on(
 
 
 def _state(pid: int) -> str:
-    """The process state letter from /proc (T = stopped)."""
-    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    """The process state letter (T = stopped)."""
+    return state(pid)

@@ -14,6 +14,7 @@ from typing import Any
 from eventbus import AgentEvent, EventType, TenantEventBus
 from tests.conftest import wait_for
 from workers.tools.localredis import LocalRedis, pid_alive
+from workers.tools.procs import worker_pids
 
 TENANT, STREAM, GROUP = "acme", "tasks", "pool"
 HANDLER = "tests.process.handlers:record"
@@ -118,16 +119,7 @@ class Pool:
     def worker_pids(self) -> list[int]:
         """Live worker processes (children of the supervisor, without the resource tracker)."""
         assert self.proc is not None
-        pids = []
-        path = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
-        for pid in path.read_text().split() if path.exists() else []:
-            try:
-                cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
-            except OSError:
-                continue
-            if b"spawn_main" in cmd:
-                pids.append(int(pid))
-        return pids
+        return worker_pids(self.proc.pid)
 
     # -- stopping --------------------------------------------------------------------------
 

@@ -14,7 +14,8 @@ import redis
 
 from eventbus import AgentEvent, EventType, TenantEventBus
 from eventbus.bus import encoded_size
-from workers.tools.bench_procs import Consumers, cpu_s, id_tuple, last_delivered
+from workers.tools.bench_procs import Consumers, id_tuple, last_delivered
+from workers.tools.procs import cpu_s
 
 TENANT = "bench"
 BATCH = 100  # events per publish_many / pipeline, like a publisher that batches

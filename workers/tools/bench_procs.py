@@ -15,41 +15,10 @@ from pathlib import Path
 import redis
 
 from workers.tools.bench_handlers import LATENCY_FILE_ENV
+from workers.tools.procs import rss_mb, worker_pids
 
 ROOT = Path(__file__).resolve().parents[1]
 HANDLER = "workers.tools.bench_handlers:noop"
-
-
-def rss_mb(pid: int) -> float:
-    """VmRSS of a process, in MB (0 if it is gone)."""
-    try:
-        text = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return 0.0
-    for line in text.splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def cpu_s(pids: list[int]) -> float:
-    """CPU time the processes (all their threads) have used, in seconds (ns precision)."""
-    total = 0
-    for pid in pids:
-        for task in Path(f"/proc/{pid}/task").glob("*/schedstat"):
-            try:
-                total += int(task.read_text().split()[0])
-            except (OSError, ValueError, IndexError):
-                continue
-    return total / 1e9
-
-
-def _children(pid: int) -> list[int]:
-    path = Path(f"/proc/{pid}/task/{pid}/children")
-    try:
-        return [int(p) for p in path.read_text().split()]
-    except OSError:
-        return []
 
 
 class Consumers:
@@ -146,14 +115,7 @@ class Pool(Consumers):
 
     def pids(self) -> list[int]:
         """The worker processes (children of the supervisor that came from spawn)."""
-        out = []
-        for pid in _children(self.procs[0].pid) if self.procs else []:
-            try:
-                if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                    out.append(pid)
-            except OSError:
-                continue
-        return out
+        return worker_pids(self.procs[0].pid) if self.procs else []
 
     def rss_mb(self) -> list[float]:
         return [rss_mb(pid) for pid in self.pids()]

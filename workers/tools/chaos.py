@@ -31,7 +31,8 @@ import redis
 from eventbus import AgentEvent, EventBusError, EventType, HandlerContext, TenantEventBus
 from eventbus import wants_context as _wants_context
 from eventbus.logs import configure_logging
-from workers.tools.localredis import LocalRedis, pid_alive
+from workers.tools.localredis import LocalRedis
+from workers.tools.procs import is_worker, worker_pids
 
 TENANT, STREAM, GROUP = "chaos", "work", "pool"
 LEDGER_ENV = "EVENTBUS_CHAOS_LEDGER"
@@ -149,12 +150,7 @@ class PoolProcess:
     def worker_pids(self) -> list[int]:
         if self.proc is None or self.proc.poll() is not None:
             return []
-        pid = self.proc.pid
-        try:
-            children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-        except OSError:
-            return []
-        out = [int(c) for c in children if b"spawn_main" in _cmdline(int(c))]
+        out = worker_pids(self.proc.pid)
         self.seen.update(out)
         return out
 
@@ -177,16 +173,9 @@ class PoolProcess:
                 self.proc.kill()
                 self.proc.wait(10)
         for pid in self.seen:
-            if pid_alive(pid) and b"spawn_main" in _cmdline(pid):
+            if is_worker(pid):
                 os.kill(pid, signal.SIGKILL)
         return code
-
-
-def _cmdline(pid: int) -> bytes:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return b""
 
 
 # -- faults ----------------------------------------------------------------------------

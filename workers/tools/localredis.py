@@ -1,6 +1,7 @@
 """A private, throwaway redis-server on a free loopback port in a temp dir.
 
-Used by the demo, the tests, the benchmark and the chaos run, so that none of them ever
+Used by the demo, the tests, the benchmark and the chaos run (a developer tool: not in
+the wheel), so that none of them ever
 touches a Redis somebody else runs. It can be stopped, killed (SIGKILL) and restarted on
 the same data dir, with or without AOF.
 """
@@ -134,16 +135,6 @@ class LocalRedis:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def ensure_binary() -> str:
-    path = shutil.which("redis-server")
-    if path is None:
-        raise RuntimeError(
-            "redis-server not found on PATH; install it (Debian/Ubuntu: apt-get install "
-            "redis-server) or set REDIS_URL"
-        )
-    return path
 
 
 def pid_alive(pid: int) -> bool:
