@@ -15,24 +15,19 @@ from enum import Enum
 from typing import NamedTuple
 
 import structlog
-from structlog.contextvars import bound_contextvars
 from tenacity import wait_exponential, wait_random
 
-from eventbus import handler as handlers
 from eventbus.acks import AckBuffer
 from eventbus.bus import TenantEventBus
+from eventbus.delivery import Deliveries
 from eventbus.dlq import DeadLetterQueue
 from eventbus.errors import BusConnectionError, BusRefused, EventBusError, GroupMissing
-from eventbus.groupstream import RawEntry
-from eventbus.handler import DeliveryObserver, Handler, HandlerContext
+from eventbus.handler import DeliveryObserver, Handler
 from eventbus.heartbeat import Heartbeat
-from eventbus.intake import Rejected, screen
 from eventbus.keys import check_tenant, validate_consumer, validate_group, validate_stream
-from eventbus.outcomes import Outcome, Outcomes, Planned, Result
-from eventbus.records import FailureInfo, retry_count_of
+from eventbus.outcomes import Outcomes
 from eventbus.redis_io import error_text
 from eventbus.retry import MAX_RETRIES, RETRY_DELAYS, RetryPolicy, wait_s
-from eventbus.schemas import AgentEvent
 from eventbus.settings import ConsumerSettings
 
 # Errors the loop waits out (with backoff) instead of crashing: Redis unreachable, loading
@@ -112,16 +107,17 @@ class EventConsumer:
         self._lost: BaseException | None = None  # why the groups are being ensured again
         self._promote_at = 0.0
         self._reclaim_at = 0.0
-        self._unwritten: dict[tuple[str, str], Planned] = {}  # outcomes Redis refused
         self._acks = AckBuffer(self.group_stream)
         self._heartbeat = Heartbeat(self.group_stream, consumer_name, self.settings.heartbeat_s)
-        self._observers: tuple[DeliveryObserver, ...] = (self._heartbeat, *observers)
+        self.stats: Counter[str] = Counter()
+        self._deliveries = Deliveries(
+            self, self._acks, (self._heartbeat, *observers), on_retry=self._wake_for_retry
+        )
         # 0.1 s doubling up to the cap, plus up to 0.1 s of jitter (workers do not reconnect
         # in lockstep).
         self._reconnect_wait = wait_exponential(
             multiplier=0.1, max=self.settings.reconnect_max_wait_s
         ) + wait_random(0, 0.1)
-        self.stats: Counter[str] = Counter()
 
     # -- public API ----------------------------------------------------------------------
 
@@ -204,7 +200,7 @@ class EventConsumer:
 
     def _round(self, handler: Handler, block_ms: int | None, acks_with_read: bool) -> int:
         self._ensure_groups()
-        self._write_unwritten()
+        self._deliveries.write_unwritten()
         if self._phase is Phase.RECOVER:
             done = self._recover(handler)
             if done:
@@ -234,7 +230,7 @@ class EventConsumer:
         self._phase = Phase.CONNECT
         self._lost = exc
         self._acks.clear()  # the pending list is gone with the group
-        self._unwritten.clear()
+        self._deliveries.forget_unwritten()
 
     def _read_and_handle(self, handler: Handler, block_ms: int | None, flush: bool) -> int:
         block = self.settings.block_ms if block_ms is None else block_ms
@@ -252,7 +248,7 @@ class EventConsumer:
         for entry in entries:
             if self._stop_requested:
                 break  # the rest stay pending on this consumer and are resumed later
-            self._handle(entry, 1, handler)
+            self._deliveries.handle(entry, 1, handler)
             done += 1
             if self._acks.old():
                 self._acks.flush()
@@ -281,12 +277,12 @@ class EventConsumer:
                     break
                 entry = entries[0]
                 after = entry.message_id
-                if (key, entry.message_id) in self._unwritten:
+                if self._deliveries.is_unwritten(key, entry.message_id):
                     continue  # its outcome is decided: written again, not handled again
                 deliveries = self.group_stream.delivery_count(
                     self.consumer_name, key, entry.message_id
                 )
-                self._handle(entry, deliveries, handler)
+                self._deliveries.handle(entry, deliveries, handler)
                 self._acks.flush()
                 done += 1
         self._phase = Phase.READ
@@ -303,6 +299,9 @@ class EventConsumer:
             self._promote_at = time.monotonic() + self.settings.retry_poll_ms / 1000
             self.log.warning("maintenance_refused", error=error_text(exc))
 
+    def _wake_for_retry(self, delay_s: float) -> None:
+        self._promote_at = min(self._promote_at, time.monotonic() + delay_s)
+
     def _promote(self) -> None:
         moved, wait_ms = self.group_stream.promote_due(self.settings.promote_limit)
         poll_s = self.settings.retry_poll_ms / 1000
@@ -310,112 +309,6 @@ class EventConsumer:
         self._promote_at = time.monotonic() + wait
         if moved:
             self.log.debug("retries_promoted", count=moved)
-
-    # -- one delivery --------------------------------------------------------------------
-
-    def _handle(self, entry: RawEntry, deliveries: int, handler: Handler) -> None:
-        if deliveries > 1 or entry.key == self.group_stream.retry:
-            # A redelivery or a retry may be what killed or hung a worker before: ack what
-            # is done first, or the events before it are handled again at a crash.
-            self._acks.flush()
-        retry_count = retry_count_of(entry.fields)
-        verdict = screen(
-            entry.fields,
-            deliveries,
-            max_deliveries=self.settings.max_deliveries,
-            max_bytes=self.bus.settings.max_event_bytes,
-            tenant_id=self.bus.tenant_id,
-        )
-        with bound_contextvars(
-            consumer=self.consumer_name, message_id=entry.message_id, attempt=retry_count + 1
-        ):
-            if isinstance(verdict, Rejected):
-                plan = self.outcomes.plan_dead_letter(
-                    entry.key,
-                    entry.message_id,
-                    self.consumer_name,
-                    reason=verdict.reason,
-                    failure=verdict.failure,
-                )
-                self._carry_out(plan)
-                return
-            with bound_contextvars(
-                event_id=verdict.event_id, correlation_id=verdict.correlation_id
-            ):
-                self._run_handler(entry, verdict, deliveries, retry_count, handler)
-
-    def _run_handler(
-        self,
-        entry: RawEntry,
-        event: AgentEvent,
-        deliveries: int,
-        retry_count: int,
-        handler: Handler,
-    ) -> None:
-        def context() -> HandlerContext:
-            return HandlerContext(
-                message_id=entry.message_id,
-                stream=self.stream,
-                group=self.group,
-                consumer=self.consumer_name,
-                delivery_count=deliveries,
-                retry_count=retry_count,
-                log=self.log,
-                bus=self.bus,
-            )
-
-        for observer in self._observers:
-            observer.started(entry.key, entry.message_id, retry_count)
-        try:
-            handlers.call(handler, event, context)
-        except Exception as exc:  # a failed attempt; BaseException (exit) leaves it pending
-            self._finished()
-            self.stats["failed"] += 1
-            plan = self.outcomes.plan_failure(
-                entry.key,
-                entry.message_id,
-                self.consumer_name,
-                retry_count=retry_count,
-                failure=FailureInfo.from_exception(exc),
-                policy=self.policy,
-                error=exc,
-            )
-            self._carry_out(plan)
-            return
-        except BaseException:
-            self._finished()
-            raise
-        self._finished()
-        self._acks.add(entry.key, entry.message_id)
-        self.stats["handled"] += 1
-        self.log.debug("event_handled")
-
-    def _finished(self) -> None:
-        for observer in self._observers:
-            observer.finished()
-
-    # -- outcomes ------------------------------------------------------------------------
-
-    def _carry_out(self, plan: Planned, *, again: bool = False) -> Outcome:
-        outcome = self.outcomes.carry_out(plan, again=again)
-        where = (plan.key, plan.message_id)
-        if outcome.result is Result.UNWRITTEN:
-            self._unwritten[where] = plan
-            return outcome
-        self._unwritten.pop(where, None)
-        if outcome.result in (Result.RETRIED, Result.DEAD_LETTERED):
-            self.stats[outcome.result.value] += 1
-        if outcome.result is Result.RETRIED:
-            self._promote_at = min(self._promote_at, time.monotonic() + outcome.delay_s)
-        return outcome
-
-    def _write_unwritten(self) -> None:
-        """Outcomes that Redis refused before (out of memory...) are written again: the
-        handler already ran, so its attempt is not repeated and not counted again."""
-        for plan in list(self._unwritten.values()):
-            with bound_contextvars(message_id=plan.message_id):
-                if self._carry_out(plan, again=True).result is Result.UNWRITTEN:
-                    return  # still refused: try again next round
 
     # -- reconnects ----------------------------------------------------------------------
 

@@ -1,0 +1,152 @@
+"""Handle one delivery: the intake screen, the handler, then the ack or the outcome
+(retry scheduled / dead-lettered). An outcome Redis refused (out of memory...) is kept and
+written again later: the handler ran, so its attempt is neither repeated nor counted again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+from structlog.contextvars import bound_contextvars
+
+from eventbus import handler as handlers
+from eventbus.acks import AckBuffer
+from eventbus.groupstream import RawEntry
+from eventbus.handler import DeliveryObserver, Handler, HandlerContext
+from eventbus.intake import Rejected, screen
+from eventbus.outcomes import Outcome, Planned, Result
+from eventbus.records import FailureInfo, retry_count_of
+from eventbus.schemas import AgentEvent
+
+if TYPE_CHECKING:
+    from eventbus.consumer import EventConsumer
+
+
+class Deliveries:
+    """The per-delivery half of an :class:`~eventbus.consumer.EventConsumer` (the loop
+    is the other half): what happens to one entry once it is read."""
+
+    def __init__(
+        self,
+        consumer: EventConsumer,
+        acks: AckBuffer,
+        observers: Sequence[DeliveryObserver],
+        *,
+        on_retry: Callable[[float], None],
+    ) -> None:
+        self._c = consumer
+        self._acks = acks
+        self._observers = tuple(observers)
+        self._on_retry = on_retry  # a retry is due after this many seconds
+        self._unwritten: dict[tuple[str, str], Planned] = {}  # outcomes Redis refused
+
+    def is_unwritten(self, key: str, message_id: str) -> bool:
+        return (key, message_id) in self._unwritten
+
+    def forget_unwritten(self) -> None:
+        self._unwritten.clear()
+
+    def handle(self, entry: RawEntry, deliveries: int, handler: Handler) -> None:
+        if deliveries > 1 or entry.key == self._c.group_stream.retry:
+            # A redelivery or a retry may be what killed or hung a worker before: ack what
+            # is done first, or the events before it are handled again at a crash.
+            self._acks.flush()
+        retry_count = retry_count_of(entry.fields)
+        verdict = screen(
+            entry.fields,
+            deliveries,
+            max_deliveries=self._c.settings.max_deliveries,
+            max_bytes=self._c.bus.settings.max_event_bytes,
+            tenant_id=self._c.bus.tenant_id,
+        )
+        with bound_contextvars(
+            consumer=self._c.consumer_name, message_id=entry.message_id, attempt=retry_count + 1
+        ):
+            if isinstance(verdict, Rejected):
+                plan = self._c.outcomes.plan_dead_letter(
+                    entry.key,
+                    entry.message_id,
+                    self._c.consumer_name,
+                    reason=verdict.reason,
+                    failure=verdict.failure,
+                )
+                self._carry_out(plan)
+                return
+            with bound_contextvars(
+                event_id=verdict.event_id, correlation_id=verdict.correlation_id
+            ):
+                self._run_handler(entry, verdict, deliveries, retry_count, handler)
+
+    def _run_handler(
+        self,
+        entry: RawEntry,
+        event: AgentEvent,
+        deliveries: int,
+        retry_count: int,
+        handler: Handler,
+    ) -> None:
+        def context() -> HandlerContext:
+            return HandlerContext(
+                message_id=entry.message_id,
+                stream=self._c.stream,
+                group=self._c.group,
+                consumer=self._c.consumer_name,
+                delivery_count=deliveries,
+                retry_count=retry_count,
+                log=self._c.log,
+                bus=self._c.bus,
+            )
+
+        for observer in self._observers:
+            observer.started(entry.key, entry.message_id, retry_count)
+        try:
+            handlers.call(handler, event, context)
+        except Exception as exc:  # a failed attempt; BaseException (exit) leaves it pending
+            self._finished()
+            self._c.stats["failed"] += 1
+            plan = self._c.outcomes.plan_failure(
+                entry.key,
+                entry.message_id,
+                self._c.consumer_name,
+                retry_count=retry_count,
+                failure=FailureInfo.from_exception(exc),
+                policy=self._c.policy,
+                error=exc,
+            )
+            self._carry_out(plan)
+            return
+        except BaseException:
+            self._finished()
+            raise
+        self._finished()
+        self._acks.add(entry.key, entry.message_id)
+        self._c.stats["handled"] += 1
+        self._c.log.debug("event_handled")
+
+    def _finished(self) -> None:
+        for observer in self._observers:
+            observer.finished()
+
+    # -- outcomes ------------------------------------------------------------------------
+
+    def _carry_out(self, plan: Planned, *, again: bool = False) -> Outcome:
+        outcome = self._c.outcomes.carry_out(plan, again=again)
+        where = (plan.key, plan.message_id)
+        if outcome.result is Result.UNWRITTEN:
+            self._unwritten[where] = plan
+            return outcome
+        self._unwritten.pop(where, None)
+        if outcome.result in (Result.RETRIED, Result.DEAD_LETTERED):
+            self._c.stats[outcome.result.value] += 1
+        if outcome.result is Result.RETRIED:
+            self._on_retry(outcome.delay_s)
+        return outcome
+
+    def write_unwritten(self) -> None:
+        """Outcomes that Redis refused before (out of memory...) are written again: the
+        handler already ran, so its attempt is not repeated and not counted again."""
+        for plan in list(self._unwritten.values()):
+            with bound_contextvars(message_id=plan.message_id):
+                if self._carry_out(plan, again=True).result is Result.UNWRITTEN:
+                    return  # still refused: try again next round
