@@ -16,7 +16,7 @@ from functools import cached_property
 from typing import Any, cast
 
 import redis
-from redis.backoff import ExponentialBackoff, NoBackoff
+from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from eventbus.acl import tenant_users
@@ -41,7 +41,6 @@ from workers.cli.format import (
 
 CONNECT_TIMEOUT_S = 2.0  # an unreachable Redis is reported within about this
 SOCKET_TIMEOUT_S = 5.0  # longest wait for one reply; tail's BLOCK stays below it
-CALL_RETRIES = 1  # redis-py retries of a call that failed on a connection error
 TAIL_BLOCK_MS = 5000  # one XREAD BLOCK of tail (clamped below SOCKET_TIMEOUT_S)
 TAIL_READ_COUNT = 100  # entries per XREAD of tail
 _STREAM_ID = re.compile(r"\d+(-\d+)?")
@@ -88,7 +87,8 @@ class Ops:
 
 def connect(url: str) -> redis.Redis:
     """A bytes client checked with one PING (no retry: an unreachable Redis is reported
-    within CONNECT_TIMEOUT_S); later calls retry a connection error CALL_RETRIES times."""
+    within CONNECT_TIMEOUT_S). The bus and the DLQ then talk through their own pool of the
+    same settings (a publish is retried for the bus's retry budget, 2 s)."""
     client = redis.Redis.from_url(
         url,
         socket_connect_timeout=CONNECT_TIMEOUT_S,
@@ -102,7 +102,6 @@ def connect(url: str) -> redis.Redis:
         raise CliError(f"cannot reach Redis at {redact(url)} ({reason(exc)})") from exc
     except redis.RedisError as exc:
         raise CliError(f"Redis at {redact(url)} failed PING ({reason(exc)})") from exc
-    client.set_retry(Retry(ExponentialBackoff(cap=0.5, base=0.1), CALL_RETRIES))
     return client
 
 
