@@ -225,8 +225,7 @@ class TenantEventBus:
         """
         validate_consumer(consumer)
         gs = self.group(stream, group)
-        if not gs._seen:
-            gs.ensure()
+        gs.ensure_once()
         try:
             entries = gs.read(consumer, {gs.main: ">"}, count=count, block_ms=block)
         except GroupMissing as exc:  # recreated from the start of the stream, loudly

@@ -97,6 +97,11 @@ class GroupStream:
         self._seen = True
         return created
 
+    def ensure_once(self) -> None:
+        """:meth:`ensure`, unless this object has seen the groups already."""
+        if not self._seen:
+            self.ensure()
+
     # -- reading -----------------------------------------------------------------------
 
     def read_new(
