@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"  # the programs' --redis-url default
+
 
 def _positive(obj: object, *names: str, allow_zero: bool = False) -> None:
     for name in names:

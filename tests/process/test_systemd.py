@@ -95,3 +95,13 @@ def test_unit_file_passes_systemd_analyze_verify(tmp_path: Path) -> None:
     proc = subprocess.run([tool, "verify", str(local)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert "eventbus-pool@tasks.service" not in proc.stderr, proc.stderr
+
+
+def test_unit_has_one_reader_of_the_env_file() -> None:
+    """The supervisor reads the env file (and again on SIGHUP); systemd does not, so no
+    second parser with other rules sees it."""
+    unit = (ROOT / "systemd" / "eventbus-pool@.service").read_text()
+    directives = [line for line in unit.splitlines() if line and not line.startswith("#")]
+    assert not [line for line in directives if line.startswith("EnvironmentFile")]
+    exec_start = next(line for line in directives if line.startswith("ExecStart="))
+    assert exec_start.endswith("eventbus-supervisor --env-file /etc/eventbus/%i.env")

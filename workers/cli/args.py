@@ -12,12 +12,9 @@ from typing import Any
 
 from eventbus.logs import LEVELS
 from eventbus.schemas import EventPriority, EventType
-from eventbus.settings import BusSettings
+from eventbus.settings import DEFAULT_REDIS_URL, BusSettings
 from workers.cli.events import parse_enum
-from workers.pool.settings import at_least_float, at_least_int
-
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
-
+from workers.parsers import at_least_float, at_least_int
 
 _positive_int = at_least_int(1)
 _non_negative_int = at_least_int(0)

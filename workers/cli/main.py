@@ -244,7 +244,7 @@ def supervise(argv: list[str]) -> int:
         raise CliError(
             "the supervisor is not installed (no module workers.pool.supervisor)"
         ) from None
-    return cast(Callable[[list[str]], int], module.main)(argv)
+    return cast(Callable[..., int], module.main)(argv, prog="eventbus supervise")
 
 
 def acl(argv: list[str]) -> int:

@@ -1,211 +1,168 @@
-"""Pool settings: every command-line flag has an environment-variable twin, so a systemd
-``EnvironmentFile`` can drive a pool. This is the only module that reads the environment.
+"""Pool settings, declared once: each field of :class:`PoolSettings` carries its type,
+default, parser and help; its flag (``--name-with-dashes``) and env twin (``EVENTBUS_NAME``
+unless declared otherwise) follow from its name. ``--help`` is generated from this
+declaration and the README's table is tested against it. Library defaults come from
+``eventbus.settings`` / ``eventbus.retry``. This is the only module that reads the
+environment, and ``read_env_file`` is the only reader of an env file.
 
-Precedence: command-line flag > ``--env-file`` > process environment > default.
+Precedence: command-line flag > ``--env-file`` > process environment > default. Values
+arrive in :class:`Source` objects, named mappings (a config file can be one more), so an
+error says where a bad value came from.
+
+Why not pydantic-settings (tried against these rules): its CLI makes a second flag of an
+env alias (``--eventbus-pool``) and its --help shows no env twin; its env-file reader
+(python-dotenv, one more dependency) silently ignores a missing file and expands
+``${VAR}``; the environment beats the env file and errors are multi-line ValidationErrors
+naming fields, not flags. After overriding sources, help and errors little would be left.
+Why not a pydantic model: values arrive as text and are read by the small parsers the
+``eventbus`` CLI uses too (``workers.parsers``), so there is one set of rules; a frozen
+dataclass is what the supervisor and workers already use and pickle.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import socket
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, get_args, get_type_hints
 
 from eventbus.keys import validate_consumer, validate_group, validate_stream, validate_tenant_id
-from eventbus.logs import LEVELS
-from eventbus.retry import RetryPolicy
-from eventbus.settings import BusSettings, ConsumerSettings
+from eventbus.logs import LEVELS, Format
+from eventbus.retry import RETRY_DELAYS, RetryPolicy
+from eventbus.settings import DEFAULT_REDIS_URL, BusSettings, ConsumerSettings
+from workers.parsers import (
+    at_least_float,
+    at_least_int,
+    boolean,
+    import_path,
+    one_of,
+    or_none,
+    seconds_list,
+)
+
+ENV_PREFIX = "EVENTBUS_"
 
 
 class SettingsError(ValueError):
-    """A setting has a bad value; the message names the flag and its env twin."""
-
-
-def at_least_int(minimum: int) -> Callable[[str], int]:
-    """A parser of integers >= ``minimum`` (ValueError otherwise; argparse names it)."""
-
-    def parse(raw: str) -> int:
-        value = int(raw)
-        if value < minimum:
-            raise ValueError(f"must be >= {minimum}")
-        return value
-
-    parse.__name__ = f"integer >= {minimum}"
-    return parse
-
-
-def at_least_float(minimum: float) -> Callable[[str], float]:
-    def parse(raw: str) -> float:
-        value = float(raw)
-        if not value >= minimum:  # also rejects NaN
-            raise ValueError(f"must be >= {minimum}")
-        return value
-
-    parse.__name__ = f"number >= {minimum}"
-    return parse
-
-
-def _delays(raw: str) -> tuple[float, ...]:
-    values = tuple(float(part) for part in raw.split(",") if part.strip())
-    if not values or any(not v >= 0 for v in values):
-        raise ValueError("must be a comma-separated list of seconds >= 0, e.g. 1,4,16")
-    return values
-
-
-def _optional_int(raw: str) -> int | None:
-    if raw.strip() == "":
-        return None
-    return at_least_int(0)(raw)
-
-
-def _bool(raw: str) -> bool:
-    lowered = raw.strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off", ""):
-        return False
-    raise ValueError("must be true or false")
-
-
-def _choice(*choices: str) -> Callable[[str], str]:
-    def parse(raw: str) -> str:
-        if raw.lower() not in choices:
-            raise ValueError(f"must be one of {', '.join(choices)}")
-        return raw.lower()
-
-    parse.__name__ = "one of " + ", ".join(choices)
-    return parse
-
-
-def _name(validator: Callable[[str], str]) -> Callable[[str], str]:
-    def parse(raw: str) -> str:
-        return validator(raw)
-
-    return parse
-
-
-def _handler(raw: str) -> str:
-    module, sep, attr = raw.partition(":")
-    if not (module and sep and attr):
-        raise ValueError("must look like package.module:function")
-    return raw
+    """A setting is missing or has a bad value; the message names the flag and its env twin."""
 
 
 @dataclass(frozen=True)
-class Option:
-    name: str  # attribute name; flag is --name-with-dashes; env is EVENTBUS_NAME_UPPER
-    parse: Callable[[str], Any]
-    default: str | None  # as text, parsed like user input; None = required
+class Setting:
+    """Metadata of one field: how its text is read, what --help says, an irregular env name."""
+
+    parse: Callable[[str], Any]  # text -> value; ValueError says what is wrong
     help: str
-    env: str = ""
-
-    @property
-    def flag(self) -> str:
-        return "--" + self.name.replace("_", "-")
-
-    @property
-    def env_name(self) -> str:
-        return self.env or "EVENTBUS_" + self.name.upper()
+    env: str = ""  # the env twin when it is not EVENTBUS_<NAME>
 
 
-OPTIONS: tuple[Option, ...] = (
-    Option("redis_url", str, "redis://127.0.0.1:6379/0", "Redis URL"),
-    Option("tenant", _name(validate_tenant_id), None, "tenant id"),
-    Option("stream", _name(validate_stream), None, "stream to consume"),
-    Option("group", _name(validate_group), None, "consumer group"),
-    Option("handler", _handler, None, "handler import path, package.module:function"),
-    Option("processes", at_least_int(1), "2", "worker processes (one consumer each)"),
-    Option("pool_name", str, "", "consumer name prefix (default: the group)", "EVENTBUS_POOL"),
-    Option(
-        "hostname_in_names",
-        _bool,
-        "false",
-        "put the hostname in consumer names (several hosts share a group)",
-        "EVENTBUS_CONSUMER_HOSTNAME",
-    ),
-    Option("retry_delays", _delays, "1,4,16", "seconds before each retry, e.g. 1,4,16"),
-    Option("max_retries", _optional_int, "", "retries before the DLQ (default: one per delay)"),
-    Option(
-        "handler_timeout_s",
-        at_least_float(0),
-        "0",
-        "a handler running longer is killed and counts as a failed attempt (0 = off)",
-    ),
-    Option("reclaim_idle_ms", at_least_int(1), "60000", "entries pending this long are reclaimed"),
-    Option("reclaim_interval_s", at_least_float(0.1), "15", "how often the reclaimer runs"),
-    Option("max_deliveries", at_least_int(1), "5", "deliveries before an entry counts as poison"),
-    Option("sweep_interval_s", at_least_float(0.1), "60", "how often the DLQ sweeper runs"),
-    Option(
-        "dlq_max_age_s",
-        at_least_float(0),
-        "1209600",
-        "dead letters older than this are deleted (0 = never; default 14 days)",
-    ),
-    Option("dlq_max_len", at_least_int(0), "10000", "DLQ length cap (0 = none)"),
-    Option(
-        "dlq_min_age_s",
-        at_least_float(0),
-        "86400",
-        "the length cap never deletes dead letters younger than this",
-    ),
-    Option(
-        "consumer_idle_ms",
-        at_least_int(1),
-        "3600000",
-        "consumer names idle this long with nothing pending are removed",
-    ),
-    Option("maxlen", at_least_int(0), "1000", "stream retention target (entries; 0 = never trim)"),
-    Option("batch_size", at_least_int(1), "100", "entries per read"),
-    Option("block_ms", at_least_int(1), "2000", "longest blocking read (stop takes about that)"),
-    Option(
-        "grace_period_s",
-        at_least_float(0),
-        "30",
-        "on SIGTERM, how long workers may finish the event in hand before being killed",
-    ),
-    Option(
-        "max_restarts_per_minute",
-        at_least_int(1),
-        "10",
-        "worker restarts allowed per minute before respawning pauses (logged loudly)",
-    ),
-    Option("log_level", _choice(*LEVELS), "info", "log level"),
-    Option("log_format", _choice("auto", "json", "console"), "json", "log format"),
-)
+def _retry_delays(raw: str) -> tuple[float, ...]:
+    delays = seconds_list(raw)
+    RetryPolicy(delays=delays)  # the library's rule: non-empty, finite, >= 0
+    return delays
 
 
-@dataclass(frozen=True)
+def _name_prefix(raw: str) -> str:
+    return validate_consumer(raw) if raw else raw
+
+
+@dataclass(frozen=True, kw_only=True)
 class PoolSettings:
-    redis_url: str
-    tenant: str
-    stream: str
-    group: str
-    handler: str
-    processes: int = 2
-    pool_name: str = ""
-    hostname_in_names: bool = False
-    retry_delays: tuple[float, ...] = (1.0, 4.0, 16.0)
-    max_retries: int | None = None
-    handler_timeout_s: float = 0.0
-    reclaim_idle_ms: int = 60_000
-    reclaim_interval_s: float = 15.0
-    max_deliveries: int = 5
-    sweep_interval_s: float = 60.0
-    dlq_max_age_s: float = 14 * 86400.0
-    dlq_max_len: int = 10_000
-    dlq_min_age_s: float = 86400.0
-    consumer_idle_ms: int = 3_600_000
-    maxlen: int = 1000
-    batch_size: int = 100
-    block_ms: int = 2000
-    grace_period_s: float = 30.0
-    max_restarts_per_minute: int = 10
-    log_level: str = "info"
-    log_format: str = "json"
-    env_file: str | None = None
+    """One pool: (tenant, stream, group, handler) x N processes, and how it runs."""
+
+    env_file: Annotated[
+        str | None,
+        Setting(
+            or_none(str), "KEY=VALUE file (EnvironmentFile syntax) read at start and on SIGHUP"
+        ),
+    ] = None
+    redis_url: Annotated[str, Setting(str, "Redis URL")] = DEFAULT_REDIS_URL
+    tenant: Annotated[str, Setting(validate_tenant_id, "tenant id")]
+    stream: Annotated[str, Setting(validate_stream, "stream to consume")]
+    group: Annotated[str, Setting(validate_group, "consumer group")]
+    handler: Annotated[str, Setting(import_path, "handler import path, package.module:function")]
+    processes: Annotated[int, Setting(at_least_int(1), "worker processes (one consumer each)")] = 2
+    pool_name: Annotated[
+        str, Setting(_name_prefix, "consumer name prefix (unset: the group)", env="EVENTBUS_POOL")
+    ] = ""
+    hostname_in_names: Annotated[
+        bool,
+        Setting(
+            boolean,
+            "put the hostname in consumer names (several hosts share a group)",
+            env="EVENTBUS_CONSUMER_HOSTNAME",
+        ),
+    ] = False
+    retry_delays: Annotated[
+        tuple[float, ...], Setting(_retry_delays, "seconds before each retry, e.g. 1,4,16")
+    ] = RETRY_DELAYS
+    max_retries: Annotated[
+        int | None,
+        Setting(or_none(at_least_int(0)), "retries before the DLQ (unset: one per delay)"),
+    ] = None
+    handler_timeout_s: Annotated[
+        float,
+        Setting(
+            at_least_float(0),
+            "a handler running longer is killed and counts as a failed attempt (0 = off)",
+        ),
+    ] = 0.0
+    reclaim_idle_ms: Annotated[
+        int, Setting(at_least_int(1), "entries pending this long are reclaimed")
+    ] = ConsumerSettings.reclaim_idle_ms
+    reclaim_interval_s: Annotated[
+        float, Setting(at_least_float(0.1), "how often the reclaimer runs")
+    ] = ConsumerSettings.reclaim_interval_s
+    max_deliveries: Annotated[
+        int, Setting(at_least_int(1), "deliveries before an entry counts as poison")
+    ] = ConsumerSettings.max_deliveries
+    sweep_interval_s: Annotated[
+        float, Setting(at_least_float(0.1), "how often the DLQ sweeper runs")
+    ] = 60.0
+    dlq_max_age_s: Annotated[
+        float,
+        Setting(at_least_float(0), "dead letters older than this are deleted (0 = never; 14 days)"),
+    ] = 14 * 86400.0
+    dlq_max_len: Annotated[int, Setting(at_least_int(0), "DLQ length cap (0 = none)")] = 10_000
+    dlq_min_age_s: Annotated[
+        float,
+        Setting(at_least_float(0), "the length cap never deletes dead letters younger than this"),
+    ] = 86400.0
+    consumer_idle_ms: Annotated[
+        int,
+        Setting(at_least_int(1), "consumer names idle this long with nothing pending are removed"),
+    ] = 3_600_000
+    maxlen: Annotated[
+        int, Setting(at_least_int(0), "stream retention target (entries; 0 = never trim)")
+    ] = BusSettings.maxlen
+    batch_size: Annotated[int, Setting(at_least_int(1), "entries per read")] = (
+        ConsumerSettings.count
+    )
+    block_ms: Annotated[
+        int, Setting(at_least_int(1), "longest blocking read (stop takes about that)")
+    ] = ConsumerSettings.block_ms
+    grace_period_s: Annotated[
+        float,
+        Setting(
+            at_least_float(0),
+            "on SIGTERM, how long workers may finish the event in hand before being killed",
+        ),
+    ] = 30.0
+    max_restarts_per_minute: Annotated[
+        int,
+        Setting(
+            at_least_int(1),
+            "worker restarts allowed per minute before respawning pauses (logged loudly)",
+        ),
+    ] = 10
+    log_level: Annotated[str, Setting(one_of(*LEVELS), "log level: " + ", ".join(LEVELS))] = "info"
+    log_format: Annotated[
+        str, Setting(one_of(*get_args(Format)), "log format: " + ", ".join(get_args(Format)))
+    ] = "json"
 
     # -- derived -------------------------------------------------------------------------
 
@@ -234,6 +191,114 @@ class PoolSettings:
         )
 
 
+# -- the declaration as the outside sees it ---------------------------------------------------
+
+
+def as_text(value: object) -> str:
+    """A value as it would be typed (the inverse of the parsers): for --help, the README
+    and values that arrive typed, e.g. from a config file."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, (list, tuple)):
+        return ",".join(as_text(v) for v in value)
+    return "" if value is None else str(value)
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting as the outside sees it (derived from a field of PoolSettings)."""
+
+    name: str  # the field; the flag is --name-with-dashes
+    env_name: str
+    default: Any  # dataclasses.MISSING when required
+    parse_text: Callable[[str], Any]
+    help: str
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def required(self) -> bool:
+        return self.default is MISSING
+
+    @property
+    def default_text(self) -> str:
+        """As --help and the README show it: ``required``, ``unset`` or the value."""
+        return "required" if self.required else (as_text(self.default) or "unset")
+
+    @property
+    def label(self) -> str:
+        return f"{self.flag} / {self.env_name}"
+
+    @property
+    def metavar(self) -> str:
+        if isinstance(self.default, bool):
+            return "BOOL"
+        if self.name.endswith("_ms"):
+            return "MS"
+        if self.name.endswith("_s"):
+            return "SECONDS"
+        if isinstance(self.default, int):
+            return "N"
+        return self.name.rsplit("_", 1)[-1].upper()
+
+    def parse(self, raw: object) -> Any:
+        """Text as typed, or a typed value (as a config file gives it) read the same way."""
+        return self.parse_text(raw if isinstance(raw, str) else as_text(raw))
+
+
+def _options() -> tuple[Option, ...]:
+    hints = get_type_hints(PoolSettings, include_extras=True)
+    out = []
+    for f in fields(PoolSettings):
+        meta = next(m for m in hints[f.name].__metadata__ if isinstance(m, Setting))
+        env_name = meta.env or ENV_PREFIX + f.name.upper()
+        out.append(Option(f.name, env_name, f.default, meta.parse, meta.help))
+    return tuple(out)
+
+
+OPTIONS: tuple[Option, ...] = _options()
+_BY_NAME = {opt.name: opt for opt in OPTIONS}
+_BY_ENV = {opt.env_name: opt for opt in OPTIONS}
+
+
+# -- sources -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Source:
+    """Values keyed by setting name, as text (or typed, as a config file gives them), and
+    what to call their origin in an error: "the command line", "env file X", ..."""
+
+    name: str
+    values: Mapping[str, object]
+
+
+def command_line(args: argparse.Namespace) -> Source:
+    given = {o.name: getattr(args, o.name, None) for o in OPTIONS}
+    return Source("the command line", {k: v for k, v in given.items() if v is not None})
+
+
+def environment(environ: Mapping[str, str], name: str = "the environment") -> Source:
+    """The EVENTBUS_* variables of ``environ`` that are settings."""
+    return Source(name, {_BY_ENV[k].name: v for k, v in environ.items() if k in _BY_ENV})
+
+
+def env_file(path: str) -> Source:
+    """The settings in an env file. An unknown EVENTBUS_* name is refused as a likely
+    typo; other variables and EVENTBUS_ENV_FILE (the file is being read) are ignored:
+    the file is not the handler's environment."""
+    variables = read_env_file(path)
+    unknown = sorted(k for k in variables if k.startswith(ENV_PREFIX) and k not in _BY_ENV)
+    if unknown:
+        raise SettingsError(f"--env-file {path!r}: unknown setting(s) {', '.join(unknown)}")
+    variables.pop(_BY_NAME["env_file"].env_name, None)
+    return environment(variables, f"env file {path}")
+
+
 def read_env_file(path: str) -> dict[str, str]:
     """KEY=VALUE lines (systemd EnvironmentFile syntax: comments, optional quotes)."""
     out: dict[str, str] = {}
@@ -255,51 +320,74 @@ def read_env_file(path: str) -> dict[str, str]:
     return out
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--env-file", default=None, help="KEY=VALUE file read at start and again on SIGHUP"
+def build(sources: Sequence[Source]) -> PoolSettings:
+    """Settings from ``sources`` (the first that has a value wins), then the defaults."""
+    for given in sources:
+        unknown = sorted(set(given.values) - _BY_NAME.keys())
+        if unknown:
+            raise SettingsError(f"unknown setting(s) {', '.join(unknown)} (from {given.name})")
+    values = {o.name: _value(o, sources) for o in OPTIONS}
+    return _checked(PoolSettings(**{k: v for k, v in values.items() if v is not MISSING}))
+
+
+def _value(opt: Option, sources: Sequence[Source]) -> Any:
+    """The option's value from the first source that has one; MISSING: use the default."""
+    source = next((s for s in sources if opt.name in s.values), None)
+    if source is None:
+        if opt.required:
+            raise SettingsError(f"{opt.label} is required ({opt.help})")
+        return MISSING
+    raw = source.values[opt.name]
+    try:
+        return opt.parse(raw)
+    except ValueError as exc:
+        raise SettingsError(
+            f"bad value {raw!r} for {opt.label} (from {source.name}): {exc}"
+        ) from None
+
+
+def _checked(settings: PoolSettings) -> PoolSettings:
+    """Rules across settings: the longest consumer name must be valid."""
+    try:
+        settings.consumer_name(settings.processes - 1)
+    except ValueError as exc:
+        names = ", ".join(_BY_NAME[n].label for n in ("pool_name", "group", "hostname_in_names"))
+        raise SettingsError(f"consumer names from {names} are not valid: {exc}") from None
+    return settings
+
+
+def resolve(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> PoolSettings:
+    """Settings from parsed flags, the env file they or the environment name, the
+    environment and the defaults."""
+    sources = [command_line(args), environment(os.environ if environ is None else environ)]
+    path = _value(_BY_NAME["env_file"], sources)
+    if path not in (None, MISSING):
+        sources.insert(1, env_file(path))
+    return build(sources)
+
+
+# -- command line ------------------------------------------------------------------------
+
+
+def build_parser(prog: str) -> argparse.ArgumentParser:
+    """The supervisor's parser: one flag per setting, help with env twin and default.
+    Flags are kept as text here; ``resolve`` parses them like every other source."""
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Run a pool of eventbus workers (one process per consumer) for one "
+        "tenant, stream, group and handler. Every flag has an EVENTBUS_* environment twin. "
+        "Precedence: flag, --env-file, environment, default.",
     )
     for opt in OPTIONS:
-        default = "required" if opt.default is None else (opt.default or "unset")
+        default = "required" if opt.required else f"default {opt.default_text}"
         parser.add_argument(
             opt.flag,
             dest=opt.name,
             default=None,
-            metavar=opt.name.split("_")[-1].upper(),
-            help=f"{opt.help} [env {opt.env_name}; default {default}]",
+            metavar=opt.metavar,
+            help=f"{opt.help} [env {opt.env_name}; {default}]",
         )
-
-
-def resolve(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> PoolSettings:
-    """Build settings from parsed flags, the env file and the environment."""
-    env: dict[str, str] = dict(os.environ if environ is None else environ)
-    env_file = getattr(args, "env_file", None) or env.get("EVENTBUS_ENV_FILE")
-    if env_file:
-        env.update(read_env_file(env_file))
-    values: dict[str, Any] = {"env_file": env_file}
-    for opt in OPTIONS:
-        flag_value = getattr(args, opt.name, None)
-        if flag_value is not None:
-            raw, source = flag_value, opt.flag
-        elif opt.env_name in env:
-            raw, source = env[opt.env_name], opt.env_name
-        else:
-            raw, source = opt.default, "default"
-        if raw is None:
-            raise SettingsError(f"{opt.flag} / {opt.env_name} is required ({opt.help})")
-        try:
-            values[opt.name] = opt.parse(raw)
-        except ValueError as exc:
-            raise SettingsError(
-                f"bad value {raw!r} for {opt.flag} / {opt.env_name} (from {source}): {exc}"
-            ) from None
-    settings = PoolSettings(**values)
-    try:
-        settings.consumer_name(0)
-        settings.retry_policy()
-    except ValueError as exc:
-        raise SettingsError(str(exc)) from None
-    return settings
+    return parser
 
 
 def parse_settings(
@@ -308,10 +396,5 @@ def parse_settings(
     *,
     prog: str = "eventbus-supervisor",
 ) -> PoolSettings:
-    parser = argparse.ArgumentParser(prog=prog)
-    add_arguments(parser)
-    return resolve(parser.parse_args(argv), environ)
-
-
-def field_names() -> list[str]:
-    return [f.name for f in fields(PoolSettings)]
+    """Parse ``argv`` and resolve it (argparse exits 2 on unknown flags)."""
+    return resolve(build_parser(prog).parse_args(argv), environ)

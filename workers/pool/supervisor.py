@@ -11,7 +11,6 @@ and restarts the workers one by one. Handlers only record the signal; the loop a
 
 from __future__ import annotations
 
-import argparse
 import logging
 import multiprocessing as mp
 import os
@@ -20,7 +19,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from multiprocessing.connection import wait
 from multiprocessing.context import SpawnProcess
 from types import FrameType
@@ -37,7 +36,7 @@ from workers.pool import sdnotify
 from workers.pool.jobs import PeriodicJob, Reclaimer, Sweeper
 from workers.pool.loader import HandlerLoadError, load_handler
 from workers.pool.restarts import RestartBudget, SlotBackoff
-from workers.pool.settings import PoolSettings, SettingsError, add_arguments, resolve
+from workers.pool.settings import PoolSettings, SettingsError, parse_settings
 from workers.pool.worker import EXIT_HANDLER_LOAD, SlotState, run_worker
 
 READY_TIMEOUT_S = 30.0  # READY=1 is sent after this even if some worker is not up yet
@@ -289,7 +288,7 @@ class Supervisor:
 
     def _begin_reload(self) -> None:
         try:
-            new = resolve(_parser().parse_args(self.argv))
+            new = parse_settings(self.argv)  # the env file is read again
         except (SettingsError, SystemExit) as exc:
             self.log.error("reload_refused", error=str(exc))
             return
@@ -297,7 +296,7 @@ class Supervisor:
             self.log.warning(
                 "reload_processes_unchanged", detail="changing --processes needs a restart"
             )
-            new = PoolSettings(**{**new.__dict__, "processes": self.settings.processes})
+            new = replace(new, processes=self.settings.processes)
         self.settings = new
         self._reload_queue = [s.index for s in self.slots]
         self.log.info("reload_started", env_file=new.env_file)
@@ -367,30 +366,20 @@ class Supervisor:
         return False
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="eventbus-supervisor",
-        description="Run a pool of eventbus workers (one process per consumer) for one "
-        "tenant, stream, group and handler. Every flag has an EVENTBUS_* environment twin.",
-    )
-    add_arguments(parser)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Console entry point (``eventbus-supervisor`` and ``eventbus supervise``)."""
+def main(argv: Sequence[str] | None = None, *, prog: str = "eventbus-supervisor") -> int:
+    """Console entry point: ``eventbus-supervisor``, and ``eventbus supervise`` with its
+    own ``prog``. A missing or bad setting or handler: one line on stderr, exit 2."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = _parser().parse_args(argv)
     try:
-        settings = resolve(args)
+        settings = parse_settings(argv, prog=prog)
     except SettingsError as exc:
-        sys.stderr.write(f"eventbus-supervisor: error: {exc}\n")
+        sys.stderr.write(f"{prog}: error: {exc}\n")
         return 2
     configure_logging(settings.log_level, settings.log_format)  # type: ignore[arg-type]
     try:
         load_handler(settings.handler)
     except HandlerLoadError as exc:
-        sys.stderr.write(f"eventbus-supervisor: error: {exc}\n")
+        sys.stderr.write(f"{prog}: error: {exc}\n")
         return 2
     return Supervisor(settings, argv).run()
 
