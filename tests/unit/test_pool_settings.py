@@ -136,6 +136,7 @@ def test_env_file_named_in_the_environment_is_read(tmp_path: Path) -> None:
     env_file.write_text('; systemd comment\nEVENTBUS_GROUP="readers"\n')
     s = parse_settings([], {**REQUIRED, "EVENTBUS_ENV_FILE": str(env_file)})
     assert (s.group, s.env_file) == ("readers", str(env_file))
+    assert parse_settings([], {**REQUIRED, "EVENTBUS_ENV_FILE": ""}).env_file is None
 
 
 def test_env_file_refuses_unknown_eventbus_names_and_ignores_other_variables(
