@@ -25,6 +25,7 @@ def _record(event: AgentEvent, ctx: HandlerContext, phase: str) -> None:
             "attempt": ctx.retry_count + 1,
             "consumer": ctx.consumer,
             "t": time.time(),
+            **({"env": os.environ.get(event.data["env"])} if "env" in event.data else {}),
         }
     )
     with open(os.environ["EVENTBUS_TEST_LEDGER"], "a", encoding="utf-8") as f:

@@ -18,10 +18,11 @@ def notify(state: str) -> bool:
     if address.startswith("@"):  # abstract namespace
         address = "\0" + address[1:]
     try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+        kind = socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK
+        with socket.socket(socket.AF_UNIX, kind) as sock:
             sock.connect(address)
             sock.sendall(state.encode())
-    except OSError:
+    except OSError:  # no listener, or its queue is full: never block the supervisor
         return False
     return True
 

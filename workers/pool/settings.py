@@ -289,14 +289,23 @@ def environment(environ: Mapping[str, str], name: str = "the environment") -> So
 
 def env_file(path: str) -> Source:
     """The settings in an env file. An unknown EVENTBUS_* name is refused as a likely
-    typo; other variables and EVENTBUS_ENV_FILE (the file is being read) are ignored:
-    the file is not the handler's environment."""
+    typo; other variables are the handlers' (see :func:`handler_environment`), and
+    EVENTBUS_ENV_FILE is ignored (the file is being read)."""
     variables = read_env_file(path)
     unknown = sorted(k for k in variables if k.startswith(ENV_PREFIX) and k not in _BY_ENV)
     if unknown:
         raise SettingsError(f"--env-file {path!r}: unknown setting(s) {', '.join(unknown)}")
     variables.pop(_BY_NAME["env_file"].env_name, None)
     return environment(variables, f"env file {path}")
+
+
+def handler_environment(path: str | None) -> dict[str, str]:
+    """The env file's other variables (API keys, ...): the supervisor puts them into the
+    environment its workers start with, as systemd's ``EnvironmentFile=`` did, so the file
+    has one reader and handlers still get them (again after SIGHUP)."""
+    if not path:
+        return {}
+    return {k: v for k, v in read_env_file(path).items() if not k.startswith(ENV_PREFIX)}
 
 
 def read_env_file(path: str) -> dict[str, str]:

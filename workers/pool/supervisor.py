@@ -36,7 +36,12 @@ from workers.pool import sdnotify
 from workers.pool.jobs import PeriodicJob, Reclaimer, Sweeper
 from workers.pool.loader import HandlerLoadError, load_handler
 from workers.pool.restarts import RestartBudget, SlotBackoff
-from workers.pool.settings import PoolSettings, SettingsError, parse_settings
+from workers.pool.settings import (
+    PoolSettings,
+    SettingsError,
+    handler_environment,
+    parse_settings,
+)
 from workers.pool.worker import EXIT_HANDLER_LOAD, SlotState, run_worker
 
 READY_TIMEOUT_S = 30.0  # READY=1 is sent after this even if some worker is not up yet
@@ -170,7 +175,7 @@ class Supervisor:
                     f"READY=1\nSTATUS=running {len(self.slots)} workers\nMAINPID={os.getpid()}"
                 )
                 self.log.info("supervisor_ready", workers=self.live_names())
-            if watchdog_s and now >= next_watchdog and self._healthy():
+            if ready_sent and watchdog_s and now >= next_watchdog and self._healthy():
                 sdnotify.notify("WATCHDOG=1")
                 next_watchdog = now + watchdog_s
 
@@ -292,6 +297,7 @@ class Supervisor:
         except (SettingsError, SystemExit) as exc:
             self.log.error("reload_refused", error=str(exc))
             return
+        os.environ.update(handler_environment(new.env_file))  # for the workers started next
         if new.processes != self.settings.processes:
             self.log.warning(
                 "reload_processes_unchanged", detail="changing --processes needs a restart"
@@ -377,6 +383,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "eventbus-supervisor"
         return 2
     configure_logging(settings.log_level, settings.log_format)  # type: ignore[arg-type]
     try:
+        os.environ.update(handler_environment(settings.env_file))  # the workers inherit it
         load_handler(settings.handler)
     except HandlerLoadError as exc:
         sys.stderr.write(f"{prog}: error: {exc}\n")
