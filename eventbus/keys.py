@@ -18,10 +18,19 @@ NAME_MAX = 64
 STREAM_NAME_MAX = 128
 EVENT_ID_MAX = 128
 
-_NAME_RE = re.compile(r"[A-Za-z0-9_.\-]+")
-# Event ids end up inside a key (the publish dedupe marker); they are printable ASCII
-# without spaces. uuid4 strings, ULIDs and "order-42:attempt-1" style ids all fit.
-_EVENT_ID_RE = re.compile(r"[\x21-\x7e]+")
+# The character rules as regex classes, written so that Python, ECMA-262 and RE2 read
+# them alike: the JSON Schema (eventbus.schemas.json_schema) is built from them too.
+#: One character of a tenant, stream, group or consumer name.
+NAME_CHAR = "[A-Za-z0-9_.-]"
+#: Names made of these alone are refused (they read as paths).
+RESERVED_NAMES = (".", "..")
+#: One character of an event id: printable ASCII without the space (0x21 to 0x7e).
+#: Event ids end up inside a key (the publish dedupe marker); uuid4 strings, ULIDs and
+#: "order-42:attempt-1" style ids all fit.
+EVENT_ID_CHAR = "[!-~]"
+
+_NAME_RE = re.compile(NAME_CHAR + "+")
+_EVENT_ID_RE = re.compile(EVENT_ID_CHAR + "+")
 
 
 def _check(kind: str, value: object, max_len: int, pattern: re.Pattern[str]) -> str:
@@ -34,7 +43,7 @@ def _check(kind: str, value: object, max_len: int, pattern: re.Pattern[str]) -> 
             else "letters, digits, '_', '-', '.'"
         )
         raise InvalidName(f"invalid {kind} {value!r}: use {allowed}, 1 to {max_len} characters")
-    if pattern is _NAME_RE and value in (".", ".."):
+    if pattern is _NAME_RE and value in RESERVED_NAMES:
         raise InvalidName(f"invalid {kind} {value!r}: '.' and '..' are reserved")
     return value
 

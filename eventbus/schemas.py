@@ -3,24 +3,29 @@
 Wire format (every value a UTF-8 string; see docs/wire-format.md):
 scalars as plain text, ``call_chain``/``context_refs``/``data`` as compact JSON,
 ``timestamp`` as ISO 8601 with its UTC offset, ``correlation_id``/``parent_event_id``
-omitted when None. Field names starting with ``_`` are reserved for the bus.
+omitted when None. Field names starting with ``_`` are reserved for the bus. Decoding
+never invents a value: the defaults belong to the constructor. :func:`json_schema` states
+the same rules for other languages, built from the same constants.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 import uuid
 from collections.abc import Callable, Mapping
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from enum import Enum
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import (
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
+    StringConstraints,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -28,14 +33,33 @@ from pydantic import (
 )
 
 from eventbus.errors import DecodeError, UnsupportedVersion
-from eventbus.keys import validate_event_id, validate_tenant_id
+from eventbus.keys import EVENT_ID_CHAR, EVENT_ID_MAX, validate_tenant_id
 
 #: Schema major versions this code can read. A minor bump only adds optional fields.
 SUPPORTED_MAJOR_VERSIONS = frozenset({1})
 SCHEMA_VERSION = "1.0"
 RESERVED_PREFIX = "_"
+#: The fields an event may lack (None in Python, absent on the wire); all others are
+#: required on the wire (REQUIRED_FIELDS, below the model).
+OPTIONAL_FIELDS = frozenset({"correlation_id", "parent_event_id"})
 
 _JSON_FIELDS = ("call_chain", "context_refs", "data")
+
+# The text rules, as regexes that Python, ECMA-262 (JSON Schema) and RE2 read alike:
+# [0-9], not \d (which in Python also matches other scripts' digits).
+#: A plain decimal number without leading zeros.
+NUMBER_PATTERN = "(?:0|[1-9][0-9]*)"
+#: ``MAJOR.MINOR`` (the major number captured).
+VERSION_PATTERN = f"({NUMBER_PATTERN})\\.{NUMBER_PATTERN}"
+#: ISO 8601 / RFC 3339 date and time with seconds and an explicit UTC offset ('Z' or
+#: +-HH:MM). Fractions of any length are read and truncated to microseconds.
+TIMESTAMP_PATTERN = (
+    "[0-9]{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])"
+    "T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\\.[0-9]+)?"
+    "(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])"
+)
+_VERSION_RE = re.compile(VERSION_PATTERN)
+_TIMESTAMP_RE = re.compile(TIMESTAMP_PATTERN)
 
 
 class EventPriority(str, Enum):
@@ -113,10 +137,38 @@ _WIRE = {"from_wire": True}
 
 def major_version(version: str) -> int:
     """The major number of a ``"MAJOR.MINOR"`` version string (ValueError if malformed)."""
-    major, dot, minor = version.partition(".")
-    if not (major.isdigit() and dot and minor.isdigit()):
-        raise ValueError(f"version must look like '1.0', got {version!r}")
-    return int(major)
+    match = _VERSION_RE.fullmatch(version)
+    if match is None:
+        raise ValueError(f"version must look like '1.0' (MAJOR.MINOR), got {version!r}")
+    return int(match[1])
+
+
+def check_timestamp(value: Any) -> Any:
+    """``value`` if it may become an event timestamp: a str matching TIMESTAMP_PATTERN (so
+    not an epoch number, a naive or a date-only text, which pydantic alone would take) or
+    a datetime whose offset is whole minutes (what isoformat writes as +-HH:MM)."""
+    if isinstance(value, str):
+        if _TIMESTAMP_RE.fullmatch(value) is None:
+            raise ValueError(
+                "timestamp must be ISO 8601 with seconds and a UTC offset ('Z' or +-HH:MM), "
+                f"e.g. '2026-11-25T17:07:14+00:00'; got {value!r}"
+            )
+    elif isinstance(value, datetime):
+        offset = value.utcoffset()
+        if offset is not None and offset % timedelta(minutes=1):
+            raise ValueError(f"timestamp offset must be whole minutes, got {offset}")
+    else:
+        raise ValueError(f"timestamp must be a datetime or an ISO 8601 str, got {value!r}")
+    return value
+
+
+#: The event-id rule of :mod:`eventbus.keys`, checked by pydantic-core itself (its regex
+#: ``$`` is the end of the text, as in ``fullmatch``): the decoder checks it at every event.
+EventId = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=EVENT_ID_MAX, pattern=f"^{EVENT_ID_CHAR}+$"),
+]
+Timestamp = Annotated[AwareDatetime, BeforeValidator(check_timestamp)]
 
 
 class AgentEvent(BaseModel):
@@ -124,10 +176,10 @@ class AgentEvent(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
-    event_id: str = Field(default_factory=lambda: str(uuid.uuid4()))
+    event_id: EventId = Field(default_factory=lambda: str(uuid.uuid4()))
     version: str = SCHEMA_VERSION
     event_type: EventType
-    timestamp: AwareDatetime = Field(default_factory=_utcnow)
+    timestamp: Timestamp = Field(default_factory=_utcnow)
     tenant_id: str
     priority: EventPriority = EventPriority.NORMAL
     source_agent_id: str = Field(min_length=1)
@@ -137,13 +189,9 @@ class AgentEvent(BaseModel):
     data: dict[str, Any] = Field(default_factory=dict)
     #: References (URIs, keys) to large context kept outside the bus.
     context_refs: list[str] = Field(default_factory=list)
-    correlation_id: str | None = None
-    parent_event_id: str | None = None
-
-    @field_validator("event_id")
-    @classmethod
-    def _check_event_id(cls, v: str) -> str:
-        return validate_event_id(v)
+    #: Optional ids follow the event-id rule too: a correlation id may end up in a key.
+    correlation_id: EventId | None = None
+    parent_event_id: EventId | None = None
 
     @field_validator("tenant_id")
     @classmethod
@@ -223,23 +271,15 @@ class AgentEvent(BaseModel):
     def from_stream_dict(cls, fields: Mapping[Any, Any]) -> AgentEvent:
         """Decode a stream entry (``str`` or ``bytes`` keys and values).
 
-        Unknown fields (from a newer minor version) and reserved ``_`` fields are ignored.
-        Raises :class:`DecodeError` (or :class:`UnsupportedVersion`) naming what is wrong.
+        Unknown fields (from a newer minor version) and reserved ``_`` fields are ignored;
+        nothing is filled in: a missing required field is an error. Raises
+        :class:`DecodeError` (or :class:`UnsupportedVersion`) naming what is wrong.
         """
         decoded = _decode_fields(fields)
-        version = decoded.get("version")
-        if version is None:
-            raise DecodeError("missing field 'version'")
-        try:
-            major = major_version(version)
-        except ValueError as exc:
-            raise DecodeError(str(exc)) from exc
-        if major not in SUPPORTED_MAJOR_VERSIONS:
-            raise UnsupportedVersion(
-                f"unsupported schema version {version!r} (event_id="
-                f"{decoded.get('event_id')!r}); this code reads major version(s) "
-                f"{sorted(SUPPORTED_MAJOR_VERSIONS)}"
-            )
+        _check_version(decoded)  # first: a newer major may have other fields
+        if not decoded.keys() >= _REQUIRED:
+            missing = ", ".join(repr(n) for n in REQUIRED_FIELDS if n not in decoded)
+            raise DecodeError(f"missing required field(s) {missing}")
         names = _FIELD_NAMES if cls is AgentEvent else cls.model_fields
         values: dict[str, Any] = {k: v for k, v in decoded.items() if k in names}
         for name in _JSON_FIELDS:
@@ -255,6 +295,25 @@ class AgentEvent(BaseModel):
 
 
 _FIELD_NAMES = frozenset(AgentEvent.model_fields)
+#: Fields every entry carries (docs/wire-format.md), in the model's order.
+REQUIRED_FIELDS = tuple(name for name in AgentEvent.model_fields if name not in OPTIONAL_FIELDS)
+_REQUIRED = frozenset(REQUIRED_FIELDS)
+
+
+def _check_version(decoded: Mapping[str, str]) -> None:
+    version = decoded.get("version")
+    if version is None:
+        raise DecodeError("missing required field(s) 'version'")
+    try:
+        major = major_version(version)
+    except ValueError as exc:
+        raise DecodeError(str(exc)) from exc
+    if major not in SUPPORTED_MAJOR_VERSIONS:
+        raise UnsupportedVersion(
+            f"unsupported schema version {version!r} (event_id="
+            f"{decoded.get('event_id')!r}); this code reads major version(s) "
+            f"{sorted(SUPPORTED_MAJOR_VERSIONS)}"
+        )
 
 
 def _decode_fields(fields: Mapping[Any, Any]) -> dict[str, str]:
@@ -284,11 +343,15 @@ def _describe(exc: ValidationError) -> str:
 
 
 def json_schema() -> dict[str, Any]:
-    """JSON Schema of the AgentEvent model (the decoded form, before wire encoding)."""
-    return AgentEvent.model_json_schema()
+    """JSON Schema (2020-12) of a decoded event: see :mod:`eventbus.contract`."""
+    from eventbus.contract import json_schema as build  # it imports this module
+
+    return build()
 
 
 if __name__ == "__main__":  # python -m eventbus.schemas > docs/agent-event.schema.json
     import sys
 
-    sys.stdout.write(json.dumps(json_schema(), indent=2, sort_keys=True) + "\n")
+    from eventbus.contract import render
+
+    sys.stdout.write(render())

@@ -10,6 +10,7 @@ import pytest
 
 PURE = [
     "eventbus.schemas",
+    "eventbus.contract",
     "eventbus.retry",
     "eventbus.intake",
     "eventbus.records",

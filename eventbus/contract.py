@@ -1,0 +1,79 @@
+"""The wire contract for other languages (pure): the JSON Schema of a decoded event,
+built from the constants and patterns the decoder in :mod:`eventbus.schemas` checks, so
+the two cannot drift. docs/agent-event.schema.json is its output
+(``python -m eventbus.contract > docs/agent-event.schema.json``; a test compares them).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from eventbus.keys import EVENT_ID_CHAR, EVENT_ID_MAX, NAME_CHAR, NAME_MAX, RESERVED_NAMES
+from eventbus.schemas import (
+    NUMBER_PATTERN,
+    REQUIRED_FIELDS,
+    SUPPORTED_MAJOR_VERSIONS,
+    TIMESTAMP_PATTERN,
+    EventPriority,
+    EventType,
+)
+
+DIALECT = "https://json-schema.org/draft/2020-12/schema"
+
+
+def _text(pattern: str, **keywords: Any) -> dict[str, Any]:
+    """A string that ``pattern`` matches whole. In Python, Java and PCRE regexes ``$`` also
+    matches before a final newline, so "no newline" is said too (ECMA-262 and RE2 agree)."""
+    return {"type": "string", **keywords, "pattern": f"^{pattern}$", "not": {"pattern": "\n"}}
+
+
+def json_schema() -> dict[str, Any]:
+    """JSON Schema of an event in its decoded form (``data`` an object, ``call_chain`` an
+    array). It says every rule the decoder checks except two a schema cannot say:
+    ``source_agent_id`` appears in ``call_chain``, and the date exists in the calendar."""
+    majors = sorted(SUPPORTED_MAJOR_VERSIONS)
+    tenant_id = _text(NAME_CHAR + "+", minLength=1, maxLength=NAME_MAX)
+    tenant_id["not"] = {"anyOf": [tenant_id["not"], {"enum": list(RESERVED_NAMES)}]}
+    optional_id = {"anyOf": [{"$ref": "#/$defs/event_id"}, {"type": "null"}]}
+    agent_id = {"type": "string", "minLength": 1}
+    return {
+        "$schema": DIALECT,
+        "title": "AgentEvent",
+        "description": (
+            f"An event of schema version {' or '.join(f'{m}.x' for m in majors)}, decoded "
+            "from its stream entry (docs/wire-format.md). Other properties are allowed: a "
+            "newer minor version may add optional ones, and '_' ones are the bus's."
+        ),
+        "type": "object",
+        "required": list(REQUIRED_FIELDS),
+        "additionalProperties": True,
+        "properties": {
+            "event_id": {"$ref": "#/$defs/event_id"},
+            "version": _text(f"(?:{'|'.join(map(str, majors))})\\.{NUMBER_PATTERN}"),
+            "event_type": {"type": "string", "enum": [t.value for t in EventType]},
+            "timestamp": _text(TIMESTAMP_PATTERN, format="date-time"),
+            "tenant_id": tenant_id,
+            "priority": {"type": "string", "enum": [p.value for p in EventPriority]},
+            "source_agent_id": {**agent_id, "description": "must appear in call_chain"},
+            "call_chain": {"type": "array", "minItems": 1, "items": agent_id},
+            "data": {"type": "object"},
+            "context_refs": {"type": "array", "items": {"type": "string"}},
+            "correlation_id": optional_id,
+            "parent_event_id": optional_id,
+        },
+        "$defs": {
+            "event_id": _text(EVENT_ID_CHAR + "+", minLength=1, maxLength=EVENT_ID_MAX),
+        },
+    }
+
+
+def render() -> str:
+    """The schema as committed in docs/agent-event.schema.json."""
+    return json.dumps(json_schema(), indent=2, sort_keys=True) + "\n"
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.stdout.write(render())
