@@ -1,17 +1,18 @@
 """Intake (pure): before a handler sees a delivery, decide whether it may. Poison pills
-(delivered too often), oversize entries and undecodable or foreign events are rejected
-with the reason they go to the dead-letter queue under."""
+(delivered too often), oversize entries, undecodable entries and events of another
+tenant are rejected with the reason they go to the dead-letter queue under."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from eventbus.errors import DecodeError
+from eventbus.errors import DecodeError, TenantMismatch
 from eventbus.records import (
     REASON_DECODE_ERROR,
     REASON_MAX_DELIVERIES,
     REASON_TOO_LARGE,
+    REASON_WRONG_TENANT,
     FailureInfo,
 )
 from eventbus.schemas import AgentEvent
@@ -52,11 +53,11 @@ def screen(
         return Rejected(REASON_TOO_LARGE, FailureInfo("EventTooLarge", message, ""))
     try:
         event = AgentEvent.from_stream_dict(fields)
-        if event.tenant_id != tenant_id:
-            raise DecodeError(
-                f"event tenant_id {event.tenant_id!r} does not match the stream's "
-                f"tenant {tenant_id!r}"
-            )
     except DecodeError as exc:
         return Rejected(REASON_DECODE_ERROR, FailureInfo.from_exception(exc))
+    if event.tenant_id != tenant_id:
+        message = (
+            f"event tenant_id {event.tenant_id!r} does not match the stream's tenant {tenant_id!r}"
+        )
+        return Rejected(REASON_WRONG_TENANT, FailureInfo(TenantMismatch.__name__, message, ""))
     return event

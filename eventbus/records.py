@@ -14,6 +14,7 @@ TRACEBACK_MAX_CHARS = 2000
 # Why an entry was dead-lettered (the ``_dlq_reason`` field; docs/wire-format.md).
 REASON_HANDLER_FAILED = "handler_failed"  # the handler kept failing through the retries
 REASON_DECODE_ERROR = "decode_error"  # not a valid AgentEvent (bad JSON, version, UTF-8...)
+REASON_WRONG_TENANT = "wrong_tenant"  # a valid event of another tenant than the stream's
 REASON_TOO_LARGE = "too_large"  # over the size limit (written by a foreign producer)
 REASON_MAX_DELIVERIES = "max_deliveries"  # delivered too often without an outcome (poison)
 REASON_MANUAL = "manual"  # sent by send_to_dlq

@@ -34,6 +34,8 @@ BAD: dict[str, tuple[dict[bytes, bytes], str, str]] = {
     # name: (fields, reason, words the error must contain)
     "not json": (raw(data='{"x": '), "decode_error", "data"),
     "missing fields": (raw(event_type=None, source_agent_id=None), "decode_error", "event_type"),
+    "missing event id": (raw(event_id=None), "decode_error", "'event_id'"),
+    "other tenant": (raw(tenant_id="globex"), "wrong_tenant", "'globex'"),
     "unknown major version": (raw(version="7.0"), "decode_error", "version"),
     "non-UTF-8 value": (raw(call_chain=b'["\xff\xfe"]'), "decode_error", "UTF-8"),
     "non-UTF-8 field name": ({**raw(), b"\xc3\x28": b"x"}, "decode_error", "UTF-8"),

@@ -65,6 +65,7 @@ def test_malformed_entries_are_dead_lettered_once_without_calling_the_handler(
     bad = {
         "bad json": raw_fields(call_chain='["user",'),
         "missing field": raw_fields(event_type=None),
+        "missing defaultable field": raw_fields(priority=None),
         "version 2": raw_fields(version="2.0"),
         "not utf-8": raw_fields(data=b'{"x":"\xff\xfe"}'),
         "other tenant": raw_fields(tenant_id="globex"),
@@ -81,9 +82,14 @@ def test_malformed_entries_are_dead_lettered_once_without_calling_the_handler(
     letters = {letter.original_message_id: letter for letter in dlq.list_dlq_messages("tasks")}
     assert set(letters) == set(ids.values())  # each exactly once
     reasons = {name: letters[i].reason for name, i in ids.items()}
-    assert reasons == {name: "decode_error" for name in bad} | {"too large": "too_large"}
+    assert reasons == {name: "decode_error" for name in bad} | {
+        "too large": "too_large",
+        "other tenant": "wrong_tenant",
+    }
     assert "call_chain" in (letters[ids["bad json"]].error or "")
+    assert "'priority'" in (letters[ids["missing defaultable field"]].error or "")
     assert letters[ids["version 2"]].error_type == "UnsupportedVersion"
+    assert letters[ids["other tenant"]].error_type == "TenantMismatch"
     assert "'globex'" in (letters[ids["other tenant"]].error or "")
     assert bus.get_pending("tasks", "workers") == []
     # The undecodable bytes survive into the DLQ byte for byte.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from eventbus import AgentEvent, EventType
 from eventbus.intake import Rejected, screen
-from eventbus.records import retry_count_of
+from eventbus.records import REASON_WRONG_TENANT, FailureInfo, retry_count_of
 
 
 def fields(tenant: str = "acme", **extra: str) -> dict[bytes, bytes]:
@@ -29,11 +29,33 @@ def test_rejections_carry_their_dead_letter_reason() -> None:
         "max_deliveries": verdict(fields(), deliveries=4),
         "too_large": verdict(fields(), max_bytes=50),
         "decode_error": verdict({b"version": b"1.0", b"event_id": b"x"}),
+        "wrong_tenant": verdict(fields(tenant="globex")),
     }
     for reason, got in cases.items():
         assert isinstance(got, Rejected) and got.reason == reason, (reason, got)
-    foreign = verdict(fields(tenant="globex"))
-    assert isinstance(foreign, Rejected) and "globex" in foreign.failure.message
+
+
+def test_an_event_of_another_tenant_is_wrong_tenant_naming_both_tenants() -> None:
+    got = verdict(fields(tenant="globex"))
+
+    assert isinstance(got, Rejected)
+    assert got.reason == REASON_WRONG_TENANT == "wrong_tenant"
+    assert got.failure == FailureInfo(
+        "TenantMismatch",
+        "event tenant_id 'globex' does not match the stream's tenant 'acme'",
+        "",
+    )
+
+
+def test_an_entry_lacking_a_field_the_constructor_defaults_is_a_decode_error() -> None:
+    entry = fields()
+    del entry[b"priority"]
+
+    got = verdict(entry)
+
+    assert isinstance(got, Rejected) and got.reason == "decode_error"
+    assert got.failure.error_type == "DecodeError"
+    assert got.failure.message == "missing required field(s) 'priority'"
 
 
 def test_retry_count_is_read_leniently() -> None:
