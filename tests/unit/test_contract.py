@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import pytest
 from hypothesis import given, settings
 from jsonschema import Draft202012Validator, validators
 
+from eventbus import records
 from eventbus.contract import render
 from eventbus.errors import DecodeError, UnsupportedVersion
 from eventbus.schemas import REQUIRED_FIELDS, AgentEvent, json_schema
@@ -132,6 +134,7 @@ ROWS = [
     bad("event type by its Python name", "event_type", event_type="TASK_ASSIGNED"),
     bad("unknown priority", "priority", priority="urgent"),
     bad("empty priority", "priority", priority=""),
+    bad("priority in upper case", "priority", priority="NORMAL"),
     bad("naive timestamp", "timestamp", timestamp="2026-11-25T17:07:14"),
     bad("epoch timestamp", "timestamp", timestamp="1700000000"),
     bad("date only", "timestamp", timestamp="2026-11-25"),
@@ -255,7 +258,9 @@ def test_the_schema_declares_2020_12_and_is_valid_in_it() -> None:
 
 
 def test_required_fields_are_the_documented_ones_in_code_schema_and_doc() -> None:
-    doc_rows = re.findall(r"^\| `(\w+)` \| (yes|no) \|", WIRE_FORMAT.read_text(), re.M)
+    doc_rows = re.findall(
+        r"^\| `(\w+)` \| (yes|no) \|", WIRE_FORMAT.read_text(encoding="utf-8"), re.M
+    )
 
     assert REQUIRED_FIELDS == DOCUMENTED_REQUIRED
     assert tuple(json_schema()["required"]) == DOCUMENTED_REQUIRED
@@ -269,3 +274,32 @@ def test_required_fields_are_the_documented_ones_in_code_schema_and_doc() -> Non
 
 def test_the_schema_allows_unknown_properties_for_newer_minor_versions() -> None:
     assert json_schema()["additionalProperties"] is True
+
+
+# -- the document ---------------------------------------------------------------------
+
+
+def test_every_dead_letter_reason_is_documented() -> None:
+    section = (
+        WIRE_FORMAT.read_text(encoding="utf-8")
+        .split("## Dead-letter reasons", 1)[1]
+        .split("\n## ", 1)[0]
+    )
+    documented = set(re.findall(r"^\| `(\w+)` \|", section, re.M))
+
+    reasons = {v for k, v in vars(records).items() if k.startswith("REASON_")}
+    assert "wrong_tenant" in reasons
+    assert documented == reasons
+
+
+def test_the_redis_cli_example_is_a_valid_event() -> None:
+    text = WIRE_FORMAT.read_text(encoding="utf-8")
+    command = re.search(r"^redis-cli XADD .*?(?<!\\)$", text, re.M | re.S)
+    assert command is not None
+    args = shlex.split(command[0].replace("\\\n", " "))
+    pairs = args[4:]  # redis-cli XADD key '*' then field value ...
+    entry = dict(zip(pairs[::2], pairs[1::2], strict=True))
+
+    event = AgentEvent.from_stream_dict(entry)
+
+    assert event.event_id == "demo-1" and set(entry) == set(DOCUMENTED_REQUIRED)
