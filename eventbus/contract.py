@@ -22,10 +22,13 @@ from eventbus.schemas import (
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
 
-def _text(pattern: str, **keywords: Any) -> dict[str, Any]:
-    """A string that ``pattern`` matches whole. In Python, Java and PCRE regexes ``$`` also
-    matches before a final newline, so "no newline" is said too (ECMA-262 and RE2 agree)."""
-    return {"type": "string", **keywords, "pattern": f"^{pattern}$", "not": {"pattern": "\n"}}
+def _text(pattern: str, refused: tuple[str, ...] = (), **keywords: Any) -> dict[str, Any]:
+    """A string that ``pattern`` matches whole, other than the ``refused`` values. In
+    Python, Java and PCRE regexes ``$`` also matches before a final newline, so "no
+    newline" is said too (ECMA-262 and RE2 agree)."""
+    newline: dict[str, Any] = {"pattern": "\n"}
+    not_ = {"anyOf": [newline, {"enum": list(refused)}]} if refused else newline
+    return {"type": "string", **keywords, "pattern": f"^{pattern}$", "not": not_}
 
 
 def json_schema() -> dict[str, Any]:
@@ -33,8 +36,6 @@ def json_schema() -> dict[str, Any]:
     array). It says every rule the decoder checks except two a schema cannot say:
     ``source_agent_id`` appears in ``call_chain``, and the date exists in the calendar."""
     majors = sorted(SUPPORTED_MAJOR_VERSIONS)
-    tenant_id = _text(NAME_CHAR + "+", minLength=1, maxLength=NAME_MAX)
-    tenant_id["not"] = {"anyOf": [tenant_id["not"], {"enum": list(RESERVED_NAMES)}]}
     optional_id = {"anyOf": [{"$ref": "#/$defs/event_id"}, {"type": "null"}]}
     agent_id = {"type": "string", "minLength": 1}
     return {
@@ -53,7 +54,7 @@ def json_schema() -> dict[str, Any]:
             "version": _text(f"(?:{'|'.join(map(str, majors))})\\.{NUMBER_PATTERN}"),
             "event_type": {"type": "string", "enum": [t.value for t in EventType]},
             "timestamp": _text(TIMESTAMP_PATTERN, format="date-time"),
-            "tenant_id": tenant_id,
+            "tenant_id": _text(NAME_CHAR + "+", RESERVED_NAMES, minLength=1, maxLength=NAME_MAX),
             "priority": {"type": "string", "enum": [p.value for p in EventPriority]},
             "source_agent_id": {**agent_id, "description": "must appear in call_chain"},
             "call_chain": {"type": "array", "minItems": 1, "items": agent_id},
