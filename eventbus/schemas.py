@@ -169,6 +169,7 @@ EventId = Annotated[
     StringConstraints(min_length=1, max_length=EVENT_ID_MAX, pattern=f"^{EVENT_ID_CHAR}+$"),
 ]
 Timestamp = Annotated[AwareDatetime, BeforeValidator(check_timestamp)]
+AgentId = Annotated[str, StringConstraints(min_length=1)]
 
 
 class AgentEvent(BaseModel):
@@ -182,9 +183,9 @@ class AgentEvent(BaseModel):
     timestamp: Timestamp = Field(default_factory=_utcnow)
     tenant_id: str
     priority: EventPriority = EventPriority.NORMAL
-    source_agent_id: str = Field(min_length=1)
+    source_agent_id: AgentId
     #: Agents the work passed through, oldest first; the source is one of them.
-    call_chain: list[str]
+    call_chain: list[AgentId] = Field(min_length=1)
     #: Small inline payload (JSON-serialisable). Put large context elsewhere and reference it.
     data: dict[str, Any] = Field(default_factory=dict)
     #: References (URIs, keys) to large context kept outside the bus.
@@ -209,15 +210,6 @@ class AgentEvent(BaseModel):
                 f"unsupported schema version {v!r}: this code reads major "
                 f"version(s) {sorted(SUPPORTED_MAJOR_VERSIONS)}"
             )
-        return v
-
-    @field_validator("call_chain")
-    @classmethod
-    def _check_chain(cls, v: list[str]) -> list[str]:
-        if not v:
-            raise ValueError("call_chain must not be empty")
-        if any(not agent for agent in v):
-            raise ValueError("call_chain must not contain empty agent ids")
         return v
 
     @field_validator("data")

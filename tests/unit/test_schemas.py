@@ -63,8 +63,8 @@ def test_timestamp_text_with_an_offset_is_read_as_that_instant() -> None:
 @pytest.mark.parametrize(
     ("overrides", "field", "hint"),
     [
-        ({"call_chain": []}, "call_chain", "must not be empty"),
-        ({"call_chain": ["user", ""], "source_agent_id": "user"}, "call_chain", "empty agent"),
+        ({"call_chain": []}, "call_chain", "at least 1 item"),
+        ({"call_chain": ["user", ""], "source_agent_id": "user"}, "call_chain.1", "1 character"),
         ({"source_agent_id": "intruder"}, "", "must appear in call_chain"),
         ({"source_agent_id": ""}, "source_agent_id", "at least 1 character"),
         ({"tenant_id": "a:b"}, "tenant_id", "'a:b'"),
