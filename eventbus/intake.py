@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from eventbus.errors import DecodeError, TenantMismatch
+from eventbus.keys import check_tenant
 from eventbus.records import (
     REASON_DECODE_ERROR,
     REASON_MAX_DELIVERIES,
@@ -55,9 +56,8 @@ def screen(
         event = AgentEvent.from_stream_dict(fields)
     except DecodeError as exc:
         return Rejected(REASON_DECODE_ERROR, FailureInfo.from_exception(exc))
-    if event.tenant_id != tenant_id:
-        message = (
-            f"event tenant_id {event.tenant_id!r} does not match the stream's tenant {tenant_id!r}"
-        )
-        return Rejected(REASON_WRONG_TENANT, FailureInfo(TenantMismatch.__name__, message, ""))
+    try:
+        check_tenant(tenant_id, event.tenant_id, f"event {event.event_id!r}")
+    except TenantMismatch as exc:  # the producer's mistake, not ours: no traceback
+        return Rejected(REASON_WRONG_TENANT, FailureInfo(type(exc).__name__, str(exc), ""))
     return event

@@ -36,13 +36,16 @@ def test_rejections_carry_their_dead_letter_reason() -> None:
 
 
 def test_an_event_of_another_tenant_is_wrong_tenant_naming_both_tenants() -> None:
-    got = verdict(fields(tenant="globex"))
+    entry = fields(tenant="globex")
+    event_id = entry[b"event_id"].decode()
+
+    got = verdict(entry)
 
     assert isinstance(got, Rejected)
     assert got.reason == REASON_WRONG_TENANT == "wrong_tenant"
     assert got.failure == FailureInfo(
         "TenantMismatch",
-        "event tenant_id 'globex' does not match the stream's tenant 'acme'",
+        f"event {event_id!r} belongs to tenant 'globex', not to tenant 'acme'",
         "",
     )
 
