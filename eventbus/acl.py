@@ -66,10 +66,32 @@ _CONSUME = (
     "time",
 )
 
+# The web console's read-only operator: overview, DLQ pages and the audit stream. No
+# write command at all, and its keys are granted read-only (%R~) as a second fence.
+_VIEW = (
+    "ping",
+    "client|setname",
+    "smembers",
+    "sismember",
+    "exists",
+    "xlen",
+    "xrange",
+    "xrevrange",
+    "xpending",
+    "xinfo|stream",
+    "xinfo|groups",
+    "xinfo|consumers",
+    "zcard",
+    "time",
+)
+
 ROLES: dict[str, tuple[str, ...]] = {
     "publisher": _CONNECTION + _PUBLISH,
     "worker": _CONNECTION + tuple(dict.fromkeys(_PUBLISH + _CONSUME)),
+    "viewer": _VIEW,
 }
+#: Roles whose keys are granted read-only (``%R~``): they can change nothing.
+READ_ONLY_ROLES = ("viewer",)
 #: Never granted to a tenant user (checked by the tests).
 FORBIDDEN = (
     "keys",
@@ -99,7 +121,8 @@ class TenantUser:
 
     def setuser_args(self) -> list[str]:
         """The arguments of ``ACL SETUSER`` (e.g. for ``redis.execute_command``)."""
-        pattern = f"~{TenantKeys(self.tenant_id).prefix}*"
+        access = "%R~" if self.role in READ_ONLY_ROLES else "~"
+        pattern = f"{access}{TenantKeys(self.tenant_id).prefix}*"
         commands = [f"+{c}" for c in ROLES[self.role]]
         return [
             self.username,
@@ -124,8 +147,10 @@ def tenant_users(
     *,
     worker_password: str | None = None,
     publisher_password: str | None = None,
+    viewer_password: str | None = None,
 ) -> list[TenantUser]:
-    """The worker and publisher users of a tenant (random passwords unless given)."""
+    """The worker, publisher and (read-only, for the web console) viewer users of a tenant
+    (random passwords unless given)."""
     validate_tenant_id(tenant_id)
     return [
         TenantUser(
@@ -138,6 +163,12 @@ def tenant_users(
             f"eventbus-{tenant_id}-publisher",
             publisher_password or secrets.token_urlsafe(24),
             "publisher",
+            tenant_id,
+        ),
+        TenantUser(
+            f"eventbus-{tenant_id}-viewer",
+            viewer_password or secrets.token_urlsafe(24),
+            "viewer",
             tenant_id,
         ),
     ]

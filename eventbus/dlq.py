@@ -287,3 +287,31 @@ class DeadLetterQueue:
                     self.redis.xtrim(key, minid=f"{ms}-{int(seq) + 1}", approximate=False)
                 )
         return deleted
+
+    # -- newest-first reads for the web console (eventbus.dlqview) ------------------------
+
+    def raw_newest_first(
+        self, original_stream: str, *, end: str = "+", start: str = "-", count: int = 50
+    ) -> list[tuple[str, dict[bytes, bytes]]]:
+        """Up to ``count`` entries between ``start`` and ``end`` (ids, ``(`` for an
+        exclusive bound), newest first, undecoded: filters look at raw fields cheaply."""
+        with translated(f"read DLQ of {original_stream!r}"):
+            rows: Any = self.redis.xrevrange(
+                self.keys.dlq(original_stream), max=end, min=start, count=count
+            )
+        return [(s(i), f) for i, f in rows]
+
+    def raw_oldest_first(
+        self, original_stream: str, *, start: str = "-", end: str = "+", count: int = 100
+    ) -> list[tuple[str, dict[bytes, bytes]]]:
+        """Like :meth:`raw_newest_first`, oldest first."""
+        with translated(f"read DLQ of {original_stream!r}"):
+            rows: Any = self.redis.xrange(
+                self.keys.dlq(original_stream), min=start, max=end, count=count
+            )
+        return [(s(i), f) for i, f in rows]
+
+    @staticmethod
+    def decode(dlq_id: str, raw: Mapping[bytes, bytes]) -> DeadLetter:
+        """A raw entry (from :meth:`raw_newest_first`) as a :class:`DeadLetter`."""
+        return _parse(dlq_id, raw)

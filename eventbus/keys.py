@@ -90,6 +90,7 @@ class TenantKeys:
     ``t:{T}:dedupe:{S}:{event_id}``           string  publish dedupe marker -> message id
     ``t:{T}:done:{S}:{G}:{event_id}``         string  group G finished the event (dedupe.py)
     ``t:{T}:streams``                         set     names of the tenant's streams
+    ``t:{T}:audit``                           stream  operators' actions (web console)
     ========================================  ======  =====================================
     """
 
@@ -132,6 +133,10 @@ class TenantKeys:
             f"t:{self.tenant_id}:done:{validate_stream(stream)}:{validate_group(group)}:"
             f"{validate_event_id(event_id)}"
         )
+
+    def audit(self) -> str:
+        """The audit stream: who replayed or purged which dead letters, and when."""
+        return f"t:{self.tenant_id}:audit"
 
     def registry(self) -> str:
         """The set of stream names, so operators can list streams without SCAN."""

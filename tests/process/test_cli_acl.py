@@ -22,12 +22,16 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
 def test_acl_lines_applied_by_an_admin_give_a_tenant_bound_worker(
     redis_server: LocalRedis, r: redis.Redis
 ) -> None:
-    proc = run_cli("acl", "acme", "--worker-password", "s3cret", "--publisher-password", "p")
+    proc = run_cli(
+        "acl", "acme", "--worker-password", "s3cret", "--publisher-password", "p",
+        "--viewer-password", "v",
+    )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert [line.split()[2] for line in lines] == [
         "eventbus-acme-worker",
         "eventbus-acme-publisher",
+        "eventbus-acme-viewer",
     ]
     for line in lines:
         assert r.execute_command(*shlex.split(line))  # ACL SETUSER ...
@@ -44,7 +48,10 @@ def test_acl_lines_applied_by_an_admin_give_a_tenant_bound_worker(
         with pytest.raises(redis.exceptions.NoPermissionError):
             worker.xadd("t:globex:events:health", {"x": "1"})
     finally:
-        r.execute_command("ACL", "DELUSER", "eventbus-acme-worker", "eventbus-acme-publisher")
+        r.execute_command(
+            "ACL", "DELUSER", "eventbus-acme-worker", "eventbus-acme-publisher",
+            "eventbus-acme-viewer",
+        )  # fmt: skip
 
 
 def test_acl_refuses_a_bad_tenant_in_one_line() -> None:

@@ -224,6 +224,11 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         help="print ACL SETUSER lines for a tenant's users (see 'eventbus acl --help')",
     )
     sub.add_parser(
+        "web",
+        add_help=False,
+        help="serve the operator web console (see 'eventbus web --help')",
+    )
+    sub.add_parser(
         "supervise",
         add_help=False,
         help="run the worker pool supervisor (all further arguments go to it; "
@@ -242,7 +247,7 @@ def parse_args(argv: Sequence[str], environ: Mapping[str, str]) -> argparse.Name
     """Parse and check combinations; usage errors exit 2."""
     parser = build_parser(environ)
     args = parser.parse_args(argv)
-    if args.subcommand in ("supervise", "acl"):  # main() hands these over unparsed
+    if args.subcommand in ("supervise", "acl", "web"):  # main() hands these over unparsed
         parser.error(f"'{args.subcommand}' must come first: eventbus {args.subcommand} ...")
     p: argparse.ArgumentParser = args.parser
     if args.tenant is None:

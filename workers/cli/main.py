@@ -247,11 +247,27 @@ def supervise(argv: list[str]) -> int:
     return cast(Callable[..., int], module.main)(argv, prog="eventbus supervise")
 
 
+def web(argv: list[str]) -> int:
+    """``eventbus web ARGS``: the operator console (needs the ``web`` extra)."""
+    try:
+        module = importlib.import_module("workers.console.server")
+    except ModuleNotFoundError as exc:
+        if not exc.name or exc.name.split(".")[0] not in (
+            "workers", "starlette", "uvicorn", "jinja2", "multipart", "python_multipart"
+        ):  # fmt: skip
+            raise
+        raise CliError(
+            f"the web console needs the 'web' extra (pip install 'eventbus[web]'): {exc}"
+        ) from None
+    return cast(Callable[[list[str]], int], module.main)(argv)
+
+
 def acl(argv: list[str]) -> int:
     """``eventbus acl TENANT``: print the ACL SETUSER lines of the tenant's users."""
     parser = argparse.ArgumentParser(
         prog="eventbus acl",
-        description="Print ACL SETUSER commands for TENANT's worker and publisher users "
+        description="Print ACL SETUSER commands for TENANT's worker, publisher and "
+        "read-only viewer users "
         "(keys ~t:TENANT:* only, just the commands each role needs). Nothing is sent to "
         "Redis: pipe the output into redis-cli as an admin, e.g. "
         "'eventbus acl acme | redis-cli'. Passwords are random unless given.",
@@ -259,11 +275,15 @@ def acl(argv: list[str]) -> int:
     parser.add_argument("tenant", metavar="TENANT")
     parser.add_argument("--worker-password", help="password of eventbus-TENANT-worker")
     parser.add_argument("--publisher-password", help="password of eventbus-TENANT-publisher")
+    parser.add_argument(
+        "--viewer-password", help="password of eventbus-TENANT-viewer (read-only, web console)"
+    )
     args = parser.parse_args(argv)
     users = tenant_users(
         args.tenant,
         worker_password=args.worker_password,
         publisher_password=args.publisher_password,
+        viewer_password=args.viewer_password,
     )
     for user in users:
         print(user.setuser_line())
@@ -310,6 +330,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return supervise(argv[1:])
         if argv[:1] == ["acl"]:
             return acl(argv[1:])
+        if argv[:1] == ["web"]:
+            return web(argv[1:])
         args = parse_args(argv, os.environ)
         url = args.redis_url
         configure_logging(args.log_level)

@@ -1,0 +1,170 @@
+"""Logins and sessions: credentials checked by Redis itself, a server-side session store
+(only a random id travels in the cookie), a CSRF token per session, expiry."""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+import structlog
+from redis.backoff import NoBackoff
+from redis.connection import parse_url
+from redis.retry import Retry
+
+from eventbus.bus import TenantEventBus
+from eventbus.dlq import DeadLetterQueue
+from eventbus.dlqview import BulkRun
+from eventbus.errors import BusConnectionError, BusRefused, EventBusError
+from eventbus.keys import validate_tenant_id
+from workers.console.settings import ConsoleSettings
+
+log = structlog.get_logger("eventbus.console")
+
+CONNECT_TIMEOUT_S = 2.0
+SOCKET_TIMEOUT_S = 10.0
+PROBE_STREAM = "console-write-probe"  # XDEL of id 0-0 in its (never existing) DLQ
+
+
+class LoginFailed(Exception):
+    """Shown on the login page as it is."""
+
+
+def is_noperm(exc: BaseException) -> bool:
+    cause = exc.__cause__ or exc
+    return isinstance(cause, redis.exceptions.NoPermissionError) or "NOPERM" in str(exc)
+
+
+@dataclass
+class Session:
+    sid: str
+    username: str
+    tenant: str  # chosen at login; other tenants are reachable if Redis allows
+    client: redis.Redis
+    csrf: str
+    forced_read_only: bool
+    created: float = field(default_factory=time.monotonic)
+    last_seen: float = field(default_factory=time.monotonic)
+    writable: dict[str, bool] = field(default_factory=dict)
+    flashes: list[str] = field(default_factory=list)
+    jobs: dict[str, BulkRun] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def can_change(self, tenant: str) -> bool:
+        """False under --read-only, or when this user may not write the tenant's keys.
+
+        Probed once per tenant with a write that changes nothing (XDEL of id 0-0 from a
+        DLQ that does not exist): NOPERM means read-only.
+        """
+        if self.forced_read_only:
+            return False
+        if tenant not in self.writable:
+            try:
+                DeadLetterQueue(self.client, tenant).purge(PROBE_STREAM, ids=["0-0"])
+                self.writable[tenant] = True
+            except BusRefused as exc:
+                if not is_noperm(exc):
+                    raise
+                self.writable[tenant] = False
+        return self.writable[tenant]
+
+    def pop_flashes(self) -> list[str]:
+        out, self.flashes = self.flashes, []
+        return out
+
+
+def connect_as(url: str, username: str, password: str) -> redis.Redis:
+    """A bytes client on ``url`` authenticated as the operator (the URL's own credentials,
+    if any, are ignored)."""
+    options: dict[str, Any] = dict(parse_url(url))  # type: ignore[no-untyped-call]
+    options.update(
+        username=username,
+        password=password,
+        socket_connect_timeout=CONNECT_TIMEOUT_S,
+        socket_timeout=SOCKET_TIMEOUT_S,
+        retry=Retry(NoBackoff(), 1),
+        decode_responses=False,
+    )
+    return redis.Redis(connection_pool=redis.ConnectionPool(**options))
+
+
+def check_login(url: str, username: str, password: str, tenant: str) -> redis.Redis:
+    """A client for a user that Redis accepts and that may read ``tenant``'s streams;
+    :class:`LoginFailed` with the reason otherwise."""
+    if not username or not password:
+        raise LoginFailed("enter a username and a password")
+    try:
+        validate_tenant_id(tenant)
+    except ValueError as exc:
+        raise LoginFailed(str(exc)) from None
+    client = connect_as(url, username, password)
+    try:
+        client.ping()
+        TenantEventBus(client, tenant).streams()
+    except redis.AuthenticationError:
+        client.close()
+        raise LoginFailed("invalid username or password") from None
+    except (redis.ConnectionError, redis.TimeoutError, BusConnectionError):
+        client.close()
+        raise LoginFailed("cannot reach Redis; try again later") from None
+    except (BusRefused, redis.exceptions.NoPermissionError) as exc:
+        client.close()
+        if is_noperm(exc):
+            raise LoginFailed(f"no access to tenant {tenant!r} for user {username!r}") from None
+        raise LoginFailed(f"Redis refused: {exc}") from None
+    except (EventBusError, redis.RedisError) as exc:
+        client.close()
+        raise LoginFailed(f"Redis refused the login: {exc}") from None
+    return client
+
+
+class SessionStore:
+    """Sessions in memory (a restart logs everyone out), by random id."""
+
+    def __init__(self, settings: ConsoleSettings) -> None:
+        self.settings = settings
+        self._sessions: dict[str, Session] = {}
+        self._lock = threading.Lock()
+
+    def create(self, username: str, tenant: str, client: redis.Redis) -> Session:
+        session = Session(
+            sid=secrets.token_urlsafe(32),
+            username=username,
+            tenant=tenant,
+            client=client,
+            csrf=secrets.token_urlsafe(32),
+            forced_read_only=self.settings.read_only,
+        )
+        with self._lock:
+            self._expire_locked(time.monotonic())
+            self._sessions[session.sid] = session
+        return session
+
+    def get(self, sid: str | None) -> Session | None:
+        """The live session with this id (and mark it used), or None."""
+        if not sid:
+            return None
+        now = time.monotonic()
+        with self._lock:
+            self._expire_locked(now)
+            session = self._sessions.get(sid)
+            if session is not None:
+                session.last_seen = now
+            return session
+
+    def drop(self, sid: str) -> None:
+        with self._lock:
+            session = self._sessions.pop(sid, None)
+        if session is not None:
+            session.client.close()
+
+    def _expire_locked(self, now: float) -> None:
+        idle, most = self.settings.session_idle_s, self.settings.session_max_s
+        for sid, session in list(self._sessions.items()):
+            if now - session.last_seen > idle or now - session.created > most:
+                del self._sessions[sid]
+                session.client.close()
+                log.info("console_session_expired", user=session.username)

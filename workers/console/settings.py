@@ -1,0 +1,154 @@
+"""Console settings: the flags of ``eventbus web`` and their environment twins (the only
+place the console reads the environment)."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from eventbus.keys import validate_tenant_id
+from eventbus.logs import LEVELS
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+@dataclass(frozen=True)
+class ConsoleSettings:
+    redis_url: str = DEFAULT_REDIS_URL  # where operators' credentials are checked
+    host: str = "127.0.0.1"  # loopback unless told otherwise
+    port: int = 8080
+    default_tenant: str = ""  # pre-filled on the login form
+    read_only: bool = False  # nobody can change anything, whatever their ACL
+    tls_cert: str = ""  # PEM files: serve HTTPS (cookies get Secure)
+    tls_key: str = ""
+    session_idle_s: int = 1800  # a session unused this long is closed
+    session_max_s: int = 8 * 3600  # and any session after this long
+    refresh_s: int = 5  # the overview reloads its numbers this often
+    log_level: str = "info"
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.tls_cert)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = _positive(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"not a port number: {value}")
+    return value
+
+
+def _flag(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("", "0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
+    d = ConsoleSettings()
+    env = environ.get
+    p = argparse.ArgumentParser(
+        prog="eventbus web",
+        description="Serve the operator console: streams, groups and dead letters of a "
+        "tenant; replay and purge with confirmation and an audit trail. Operators log in "
+        "with Redis ACL credentials (e.g. the users 'eventbus acl' prints) and the console "
+        "talks to Redis as them. Every flag has an environment twin, shown in brackets.",
+    )
+    p.add_argument(
+        "--redis-url",
+        default=env("EVENTBUS_REDIS_URL", d.redis_url),
+        help=f"Redis to log in to; no credentials in it [EVENTBUS_REDIS_URL; {d.redis_url}]",
+    )
+    p.add_argument(
+        "--host",
+        default=env("EVENTBUS_WEB_HOST", d.host),
+        help=f"address to listen on [EVENTBUS_WEB_HOST; {d.host}]",
+    )
+    p.add_argument(
+        "--port",
+        type=_port,
+        default=env("EVENTBUS_WEB_PORT", str(d.port)),
+        help=f"port [EVENTBUS_WEB_PORT; {d.port}]",
+    )
+    p.add_argument(
+        "--tenant",
+        default=env("EVENTBUS_TENANT", d.default_tenant),
+        help="tenant pre-filled on the login form [EVENTBUS_TENANT]",
+    )
+    p.add_argument(
+        "--read-only",
+        nargs="?",
+        const="true",
+        type=_flag,
+        default=env("EVENTBUS_WEB_READ_ONLY", "false"),
+        help="nobody can replay or purge, whatever their ACL [EVENTBUS_WEB_READ_ONLY]",
+    )
+    p.add_argument(
+        "--tls-cert",
+        default=env("EVENTBUS_WEB_TLS_CERT", ""),
+        help="PEM certificate: serve HTTPS [EVENTBUS_WEB_TLS_CERT]",
+    )
+    p.add_argument(
+        "--tls-key",
+        default=env("EVENTBUS_WEB_TLS_KEY", ""),
+        help="PEM private key of --tls-cert [EVENTBUS_WEB_TLS_KEY]",
+    )
+    p.add_argument(
+        "--session-idle-s",
+        type=_positive,
+        default=env("EVENTBUS_WEB_SESSION_IDLE_S", str(d.session_idle_s)),
+        help=f"log out after this long unused [EVENTBUS_WEB_SESSION_IDLE_S; {d.session_idle_s}]",
+    )
+    p.add_argument(
+        "--session-max-s",
+        type=_positive,
+        default=env("EVENTBUS_WEB_SESSION_MAX_S", str(d.session_max_s)),
+        help=f"log out after this long anyway [EVENTBUS_WEB_SESSION_MAX_S; {d.session_max_s}]",
+    )
+    p.add_argument(
+        "--log-level",
+        choices=LEVELS,
+        default=env("EVENTBUS_LOG_LEVEL", d.log_level),
+        help=f"[EVENTBUS_LOG_LEVEL; {d.log_level}]",
+    )
+    return p
+
+
+def parse_settings(argv: Sequence[str], environ: Mapping[str, str]) -> ConsoleSettings:
+    """Settings from flags, then environment, then defaults; usage errors exit 2."""
+    parser = build_parser(environ)
+    a = parser.parse_args(argv)
+    if bool(a.tls_cert) != bool(a.tls_key):
+        parser.error("--tls-cert and --tls-key go together")
+    if a.tenant:
+        try:
+            validate_tenant_id(a.tenant)
+        except ValueError as exc:
+            parser.error(str(exc))
+    if "@" in a.redis_url.split("//", 1)[-1].split("/", 1)[0]:
+        parser.error("--redis-url must not carry credentials: operators log in with theirs")
+    return ConsoleSettings(
+        redis_url=a.redis_url,
+        host=a.host,
+        port=a.port,
+        default_tenant=a.tenant,
+        read_only=a.read_only,
+        tls_cert=a.tls_cert,
+        tls_key=a.tls_key,
+        session_idle_s=a.session_idle_s,
+        session_max_s=a.session_max_s,
+        log_level=a.log_level,
+    )
