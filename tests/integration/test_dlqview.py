@@ -153,7 +153,12 @@ def test_audit_entries_read_back_newest_first(r: redis.Redis) -> None:
     audit.record(actor="ann", action="replay", stream="tasks", ids=["1-0"], count=1)
     audit.record(actor="bob", action="purge", stream="tasks", ids=["2-0", "3-0"], count=2)
     first, second = audit.recent()
-    assert (first.actor, first.action, first.ids, first.count) == ("bob", "purge", ["2-0", "3-0"], 2)
+    assert (first.actor, first.action, first.ids, first.count) == (
+        "bob",
+        "purge",
+        ["2-0", "3-0"],
+        2,
+    )
     assert second.actor == "ann" and r.exists("t:acme:audit")
     assert audit.recent(before=first.audit_id) == [second]
 

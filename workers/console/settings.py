@@ -119,6 +119,12 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         help=f"log out after this long anyway [EVENTBUS_WEB_SESSION_MAX_S; {d.session_max_s}]",
     )
     p.add_argument(
+        "--refresh-s",
+        type=_positive,
+        default=env("EVENTBUS_WEB_REFRESH_S", str(d.refresh_s)),
+        help=f"the overview refreshes this often [EVENTBUS_WEB_REFRESH_S; {d.refresh_s}]",
+    )
+    p.add_argument(
         "--log-level",
         choices=LEVELS,
         default=env("EVENTBUS_LOG_LEVEL", d.log_level),
@@ -150,5 +156,6 @@ def parse_settings(argv: Sequence[str], environ: Mapping[str, str]) -> ConsoleSe
         tls_key=a.tls_key,
         session_idle_s=a.session_idle_s,
         session_max_s=a.session_max_s,
+        refresh_s=a.refresh_s,
         log_level=a.log_level,
     )
