@@ -19,12 +19,16 @@ ensure_venv() {
   fi
 }
 
-# Debian packages some tests need besides redis-server: libfaketime (clock-skew fault test)
-# and systemd-analyze (unit file check). Best effort: the tests say what is missing.
+# Debian packages some tests need besides redis-server: libfaketime (clock-skew fault test),
+# systemd-analyze (unit file check), and headless Chromium with its driver (the web
+# console's browser tests). Best effort: the tests say what is missing.
 ensure_test_tools() {
   local missing=()
   command -v faketime >/dev/null 2>&1 || missing+=(faketime)
   command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+  [ -x /usr/bin/chromium ] || missing+=(chromium)
+  [ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
+  command -v openssl >/dev/null 2>&1 || missing+=(openssl)
   [ ${#missing[@]} -eq 0 ] && return 0
   if command -v apt-get >/dev/null 2>&1; then
     local sudo=""

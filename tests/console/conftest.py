@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -75,7 +76,7 @@ class Console:
         return self.log_path.read_text(errors="replace")
 
 
-def start_console(server: LocalRedis, tmp: Path, *extra: str) -> Console:
+def start_console(server: LocalRedis, tmp: Path, *extra: str, tls: bool = False) -> Console:
     port = free_port()
     log_path = tmp / f"console-{port}.log"
     with open(log_path, "wb") as log_file:
@@ -86,13 +87,17 @@ def start_console(server: LocalRedis, tmp: Path, *extra: str) -> Console:
             stdout=log_file,
             stderr=subprocess.STDOUT,
         )  # fmt: skip
-    console = Console(f"http://127.0.0.1:{port}", proc, log_path)
+    console = Console(f"{'https' if tls else 'http'}://127.0.0.1:{port}", proc, log_path)
+    # Only to see that it is up: the TLS test checks the certificate itself.
+    context = ssl._create_unverified_context() if tls else None
 
     def up() -> bool:
         if proc.poll() is not None:
             raise AssertionError(f"eventbus web exited: {console.log_text()}")
         try:
-            with urllib.request.urlopen(console.url + "/login", timeout=2) as response:
+            with urllib.request.urlopen(
+                console.url + "/login", timeout=2, context=context
+            ) as response:
                 return bool(response.status == 200)
         except (urllib.error.URLError, ConnectionError):
             return False

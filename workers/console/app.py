@@ -4,21 +4,28 @@ error pages (a clear message, never a stack trace)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
 
 import structlog
 from starlette.applications import Starlette
+from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from workers.console import actions, pages
-from workers.console.base import HERE, LoginRequired, PageError, render, store_of
-from workers.console.sessions import SessionStore
+from workers.console.base import (
+    HERE,
+    SESSION_COOKIE,
+    LoginRequired,
+    PageError,
+    render,
+    store_of,
+)
+from workers.console.sessions import Session, SessionStore
 from workers.console.settings import ConsoleSettings
 
 log = structlog.get_logger("eventbus.console")
@@ -34,30 +41,43 @@ SECURITY_HEADERS = {
 }
 
 
-async def _headers_and_log(
-    request: Request, call_next: Callable[[Request], Awaitable[Response]]
-) -> Response:
-    started = time.perf_counter()
-    response = await call_next(request)
-    took_ms = (time.perf_counter() - started) * 1000
-    for name, value in SECURITY_HEADERS.items():
-        response.headers.setdefault(name, value)
-    if request.url.scheme == "https":
-        response.headers["Strict-Transport-Security"] = "max-age=31536000"
-    response.headers["Server-Timing"] = f"app;dur={took_ms:.1f}"
-    # The path only: no query string (filters may hold anything), never a cookie.
-    log.info("http_request", method=request.method, path=request.url.path,
-             status=response.status_code, ms=round(took_ms, 1))  # fmt: skip
-    return response
+class HeadersAndLog:
+    """Pure ASGI middleware: security headers, a Server-Timing header with the time the
+    app took, and one ``http_request`` log line (path only: no query, never a cookie)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 0
+
+        async def send_with_headers(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = MutableHeaders(scope=message)
+                for name, value in SECURITY_HEADERS.items():
+                    headers.setdefault(name, value)
+                if scope.get("scheme") == "https":
+                    headers["Strict-Transport-Security"] = "max-age=31536000"
+                took_ms = (time.perf_counter() - started) * 1000
+                headers["Server-Timing"] = f"app;dur={took_ms:.1f}"
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+        log.info("http_request", method=scope["method"], path=scope["path"], status=status,
+                 ms=round((time.perf_counter() - started) * 1000, 1))  # fmt: skip
 
 
 def _wants_json(request: Request) -> bool:
     return "application/json" in request.headers.get("accept", "")
 
 
-def _session_or_none(request: Request) -> object:
-    from workers.console.base import SESSION_COOKIE
-
+def _session_or_none(request: Request) -> Session | None:
     return store_of(request).get(request.cookies.get(SESSION_COOKIE))
 
 
@@ -70,7 +90,7 @@ async def _page_error(request: Request, exc: Exception) -> Response:
     return render(
         request,
         "error.html",
-        session,  # type: ignore[arg-type]
+        session,
         tenant if isinstance(tenant, str) and exc.status == 404 else None,
         status=exc.status,
         message=exc.message,
@@ -114,7 +134,7 @@ def create_app(settings: ConsoleSettings) -> Starlette:
     ]
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(BaseHTTPMiddleware, dispatch=_headers_and_log)],
+        middleware=[Middleware(HeadersAndLog)],
         exception_handlers={
             PageError: _page_error,
             LoginRequired: _login_required,
