@@ -225,7 +225,7 @@ def _start_bulk(
     run = start_run(DeadLetterQueue(session.client, tenant), stream, action, flt)
     job_id = secrets.token_urlsafe(8)
     with session.lock:
-        session.jobs[job_id] = run
+        session.jobs[f"{tenant}/{job_id}"] = run
     log.info("console_bulk_started", user=session.username, tenant=tenant, action=action,
              stream=stream, job=job_id, filter=flt.params())  # fmt: skip
     return RedirectResponse(f"/t/{tenant}/jobs/{job_id}", status_code=303)
@@ -238,7 +238,7 @@ async def job_step(request: Request) -> Response:
     _check_csrf(session, form, request)
     tenant = tenant_param(request)
     job_id = str(request.path_params["job_id"])
-    run = session.jobs.get(job_id)
+    run = session.jobs.get(f"{tenant}/{job_id}")
     if run is None:
         raise PageError(404, f"no bulk action {job_id!r} in this session")
     state = await run_in_threadpool(_step, session, tenant, job_id, run)

@@ -130,7 +130,7 @@ def job_page(request: Request) -> Response:
     session = session_of(request)
     tenant = tenant_param(request)
     job_id = str(request.path_params["job_id"])
-    run = session.jobs.get(job_id)
+    run = session.jobs.get(f"{tenant}/{job_id}")
     if run is None:
         raise PageError(404, f"no bulk action {job_id!r} in this session")
     return render(request, "job.html", session, tenant, job_id=job_id, run=run)

@@ -231,6 +231,9 @@ def measure(args: argparse.Namespace, server: LocalRedis, port: int) -> dict[str
             lambda: f"{base}?q=quota+exceeded"),
     ]  # fmt: skip
     out: dict[str, Any] = {"letters": args.letters, "pages": lines}
+    body = http_.request("GET", f"{base}?q=quota+exceeded")[1]
+    scanned = re.search(r"Searched (\d+) dead letters", body)
+    out["rare_search_scanned_per_page"] = int(scanned.group(1)) if scanned else None
     out["ping_idle"] = probe_for(server, 5.0)
     out["replay"] = replay(args, server, http_, first_ms)
     return out
