@@ -12,8 +12,12 @@ import sys
 import urllib.parse
 from pathlib import Path
 
+import pytest
+
+from eventbus import DeadLetterQueue
 from tests.conftest import wait_for
 from tests.console.conftest import ROOT, Console, start_console, stop_console, user
+from workers.console.settings import parse_settings
 from workers.tools.localredis import LocalRedis
 
 
@@ -35,18 +39,30 @@ def test_help_lists_the_flags_and_their_environment_twins() -> None:
     assert "127.0.0.1" in proc.stdout
 
 
-def test_bad_flags_exit_2_with_one_clear_line() -> None:
+def test_bad_flags_exit_2_with_one_clear_line(capsys: pytest.CaptureFixture[str]) -> None:
     cases = {
         ("--port", "0"): "must be at least 1",
         ("--port", "http"): "expected a whole number",
         ("--tls-cert", "x.pem"): "--tls-cert and --tls-key go together",
         ("--redis-url", "redis://admin:pw@127.0.0.1:6379/0"): "must not carry credentials",
         ("--tenant", "a:b"): "invalid tenant id",
+        ("--read-only", "maybe"): "expected true or false",
     }
     for args, message in cases.items():
-        proc = run_web(*args)
-        assert proc.returncode == 2, args
-        assert message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+        with pytest.raises(SystemExit) as stopped:
+            parse_settings(list(args), {})
+        assert stopped.value.code == 2, args
+        assert message in capsys.readouterr().err, args
+    env = {"EVENTBUS_WEB_PORT": "9001", "EVENTBUS_WEB_READ_ONLY": "yes"}
+    settings = parse_settings([], env)
+    assert (settings.host, settings.port, settings.read_only) == ("127.0.0.1", 9001, True)
+    assert parse_settings(["--port", "9002"], env).port == 9002
+
+
+def test_the_cli_reports_a_bad_flag_in_one_line() -> None:
+    proc = run_web("--port", "0")
+    assert proc.returncode == 2 and "must be at least 1" in proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 def test_the_systemd_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
@@ -121,7 +137,8 @@ def test_over_tls_cookies_are_secure_and_hsts_is_sent(
 ) -> None:
     cert, key = console_tmp / "web.crt", console_tmp / "web.key"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-days", "1",
          "-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)],
         check=True, capture_output=True,
     )  # fmt: skip
@@ -152,3 +169,30 @@ def test_a_session_ends_after_its_maximum_age(acl_redis: LocalRedis, console_tmp
         assert client.headers["location"] == "/login"
     finally:
         stop_console(console)
+
+
+def test_without_javascript_a_run_goes_one_batch_per_post(
+    acl_redis: LocalRedis, console: Console
+) -> None:
+    admin = acl_redis.client()
+    dlq = DeadLetterQueue(admin, "acme")
+    for i in range(250):
+        dlq.send_to_dlq("jobs", f"1-{i}", {"x": str(i)}, "boom", 0, reason="manual")
+    client = Http(console)
+    assert client.login(*user("acme", "worker"), "acme")[0] == 303
+    page = client.send("GET", "/t/acme/s/jobs/dlq")[1]
+    token = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert token
+    csrf = token.group(1)
+    form = {"csrf": csrf, "op": "purge:matching", "confirmed": "yes"}
+    assert client.send("POST", "/t/acme/s/jobs/dlq/action", form)[0] == 303
+    job = client.headers["location"]
+    assert client.send("POST", job + "/step", {})[0] == 403  # no token
+    posts = 0
+    while "Done: 250 purged" not in client.send("GET", job)[1]:
+        assert client.send("POST", job + "/step", {"csrf": csrf})[0] == 303
+        posts += 1
+        assert posts <= 4, "a batch is 100 letters"
+    assert posts == 3 and dlq.count("jobs") == 0
+    audit = client.send("GET", "/t/acme/audit")[1]
+    assert audit.count("purge_matching") == 3
