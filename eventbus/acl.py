@@ -63,6 +63,7 @@ _CONSUME = (
     "del",
     "sadd",
     "smembers",
+    "sismember",  # TenantEventBus.stream_known (the CLI and the web console)
     "time",
 )
 

@@ -11,7 +11,7 @@ from typing import Any
 import redis
 
 from eventbus.keys import TenantKeys
-from eventbus.redis_io import raw_client, s, translated
+from eventbus.redis_io import bus_client, s, translated
 
 AUDIT_MAXLEN = 100_000  # approximate cap of the audit stream (MAXLEN ~)
 IDS_MAX = 1000  # ids written into one audit entry (a batch is far smaller)
@@ -34,14 +34,14 @@ class AuditLog:
 
     def __init__(self, redis: redis.Redis, tenant_id: str, maxlen: int = AUDIT_MAXLEN) -> None:
         self.keys = TenantKeys(tenant_id)
-        self.redis = raw_client(redis)
+        self.redis = bus_client(redis)
         self.maxlen = maxlen
 
     def record(
         self, *, actor: str, action: str, stream: str, ids: list[str], count: int, detail: str = ""
     ) -> str:
         """Append one entry (the id is its time, by the Redis clock); returns the id."""
-        fields = {
+        fields: dict[Any, Any] = {
             "actor": actor,
             "action": action,
             "stream": stream,
@@ -52,7 +52,7 @@ class AuditLog:
         with translated("write the audit stream"):
             new_id = self.redis.xadd(
                 self.keys.audit(),
-                fields,  # type: ignore[arg-type]
+                fields,
                 maxlen=self.maxlen,
                 approximate=True,
             )

@@ -15,8 +15,6 @@ from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
-from eventbus.audit import AuditLog
-from eventbus.dlq import DeadLetterQueue
 from eventbus.dlqview import (
     ACTIONS,
     BulkRun,
@@ -193,7 +191,7 @@ def _dlq_action(request: Request, session: Session, tenant: str, form: FormData)
 def _act_now(
     session: Session, tenant: str, stream: str, action: str, ids: list[str], flt: DlqFilter
 ) -> Response:
-    dlq = DeadLetterQueue(session.client, tenant)
+    dlq = session.of(tenant).dlq
     if action == "replay":
         pairs = replay_ids(dlq, stream, ids)
         done = [dlq_id for dlq_id, _ in pairs]
@@ -207,7 +205,7 @@ def _act_now(
         message = f"Purged {acted} dead letter(s) of {stream!r}"
     if len(ids) > acted:
         message += f"; {len(ids) - acted} were already gone (replayed or purged meanwhile)"
-    AuditLog(session.client, tenant).record(
+    session.of(tenant).audit.record(
         actor=session.username, action=action, stream=stream, ids=done, count=acted, detail=detail
     )
     log.info("console_action", user=session.username, tenant=tenant, action=action,
@@ -222,7 +220,7 @@ def _act_now(
 def _start_bulk(
     session: Session, tenant: str, stream: str, action: str, flt: DlqFilter
 ) -> Response:
-    run = start_run(DeadLetterQueue(session.client, tenant), stream, action, flt)
+    run = start_run(session.of(tenant).dlq, stream, action, flt)
     job_id = secrets.token_urlsafe(8)
     with session.lock:
         session.jobs[f"{tenant}/{job_id}"] = run
@@ -251,9 +249,10 @@ def _step(session: Session, tenant: str, job_id: str, run: BulkRun) -> dict[str,
     _writable(session, tenant)
     with session.lock, as_page(tenant):  # one batch at a time per run
         if not run.finished:
-            ids = run_step(DeadLetterQueue(session.client, tenant), run)
+            handles = session.of(tenant)
+            ids = run_step(handles.dlq, run)
             if ids:
-                AuditLog(session.client, tenant).record(
+                handles.audit.record(
                     actor=session.username,
                     action=f"{run.action}_matching",
                     stream=run.stream,

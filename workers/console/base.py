@@ -3,6 +3,7 @@ turning library errors into a clear message on the page (never a stack trace).""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -126,6 +127,12 @@ def as_page(tenant: str) -> Iterator[None]:
     except PageError:
         raise
     except BusRefused as exc:
+        if is_noperm(exc) and "to run the" in str(exc):  # a command, not the tenant's keys
+            command = re.search(r"to run the '([^']+)' command", str(exc))
+            name = command.group(1) if command else "a command"
+            raise PageError(
+                403, f"Redis refused: this user may not run {name!r}, which this page needs"
+            ) from None
         if is_noperm(exc):
             raise PageError(
                 403, f"no access to tenant {tenant!r}: Redis refused it for this user"

@@ -9,9 +9,6 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from eventbus.audit import AuditLog
-from eventbus.bus import TenantEventBus
-from eventbus.dlq import DeadLetterQueue
 from eventbus.dlqview import REASONS, DlqFilter, check_id, newest_first
 from eventbus.errors import StreamNotFound
 from eventbus.keys import validate_stream, validate_tenant_id
@@ -39,17 +36,17 @@ def stream_param(request: Request, session: Session, tenant: str) -> str:
     stream = str(request.path_params["stream"])
     with as_page(tenant):
         validate_stream(stream)
-        if stream not in TenantEventBus(session.client, tenant).streams():
-            if DeadLetterQueue(session.client, tenant).count(stream) == 0:
-                raise StreamNotFound(f"tenant {tenant!r} has no stream {stream!r}")
+        if not session.of(tenant).bus.stream_known(stream):
+            raise StreamNotFound(f"tenant {tenant!r} has no stream {stream!r}")
     return stream
 
 
 def overview_data(session: Session, tenant: str) -> dict[str, Any]:
     """``tenant_stats`` plus, per group, the age of its oldest pending entry."""
-    bus = TenantEventBus(session.client, tenant)
     with as_page(tenant):
-        doc = tenant_stats(bus, DeadLetterQueue(session.client, tenant), bus.streams())
+        handles = session.of(tenant)
+        bus = handles.bus
+        doc = tenant_stats(bus, handles.dlq, bus.streams())
         now_ms = int(time.time() * 1000)
         for stream in doc["streams"]:
             for group in stream["groups"]:
@@ -80,7 +77,8 @@ def dlq_page(request: Request) -> Response:
     tenant = tenant_param(request)
     stream = stream_param(request, session, tenant)
     params = {k: v for k, v in request.query_params.items() if k != "before"}
-    dlq = DeadLetterQueue(session.client, tenant)
+    with as_page(tenant):
+        dlq = session.of(tenant).dlq
     error = None
     page = None
     flt = DlqFilter()
@@ -122,7 +120,7 @@ def letter_page(request: Request) -> Response:
     stream = stream_param(request, session, tenant)
     with as_page(tenant):
         dlq_id = check_id(str(request.path_params["dlq_id"]))
-        letter = DeadLetterQueue(session.client, tenant).get(stream, dlq_id)
+        letter = session.of(tenant).dlq.get(stream, dlq_id)
     return render(request, "letter.html", session, tenant, stream=stream, letter=letter)
 
 
@@ -143,6 +141,6 @@ def audit_page(request: Request) -> Response:
     with as_page(tenant):
         if before:
             check_id(before)
-        entries = AuditLog(session.client, tenant).recent(count=50, before=before)
+        entries = session.of(tenant).audit.recent(count=50, before=before)
     older = entries[-1].audit_id if len(entries) == 50 else None
     return render(request, "audit.html", session, tenant, entries=entries, older=older)

@@ -15,6 +15,7 @@ from redis.backoff import NoBackoff
 from redis.connection import parse_url
 from redis.retry import Retry
 
+from eventbus.audit import AuditLog
 from eventbus.bus import TenantEventBus
 from eventbus.dlq import DeadLetterQueue
 from eventbus.dlqview import BulkRun
@@ -38,6 +39,31 @@ def is_noperm(exc: BaseException) -> bool:
     return isinstance(cause, redis.exceptions.NoPermissionError) or "NOPERM" in str(exc)
 
 
+TENANTS_KEPT = 8  # tenants' handles kept per session (each holds a connection pool)
+
+
+@dataclass(frozen=True)
+class TenantHandles:
+    """The library objects of one tenant, as this session's user (made once: each owns a
+    connection pool)."""
+
+    bus: TenantEventBus
+    dlq: DeadLetterQueue
+    audit: AuditLog
+
+    @classmethod
+    def open(cls, client: redis.Redis, tenant: str) -> TenantHandles:
+        return cls(
+            TenantEventBus(client, tenant),
+            DeadLetterQueue(client, tenant),
+            AuditLog(client, tenant),
+        )
+
+    def close(self) -> None:
+        for client in (self.bus.redis, self.dlq.redis, self.audit.redis):
+            client.connection_pool.disconnect()
+
+
 @dataclass
 class Session:
     sid: str
@@ -52,6 +78,25 @@ class Session:
     flashes: list[str] = field(default_factory=list)
     jobs: dict[str, BulkRun] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    _handles: dict[str, TenantHandles] = field(default_factory=dict)
+    _handles_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def of(self, tenant: str) -> TenantHandles:
+        """Bus, DLQ and audit log of ``tenant`` (Redis decides what this user may do)."""
+        with self._handles_lock:
+            found = self._handles.get(tenant)
+            if found is None:
+                if len(self._handles) >= TENANTS_KEPT:
+                    self._handles.pop(next(iter(self._handles))).close()
+                found = self._handles[tenant] = TenantHandles.open(self.client, tenant)
+            return found
+
+    def close(self) -> None:
+        with self._handles_lock:
+            for handles in self._handles.values():
+                handles.close()
+            self._handles.clear()
+        self.client.connection_pool.disconnect()
 
     def can_change(self, tenant: str) -> bool:
         """False under --read-only, or when this user may not write the tenant's keys.
@@ -63,7 +108,7 @@ class Session:
             return False
         if tenant not in self.writable:
             try:
-                DeadLetterQueue(self.client, tenant).purge(PROBE_STREAM, ids=["0-0"])
+                self.of(tenant).dlq.purge(PROBE_STREAM, ids=["0-0"])
                 self.writable[tenant] = True
             except BusRefused as exc:
                 if not is_noperm(exc):
@@ -101,23 +146,25 @@ def check_login(url: str, username: str, password: str, tenant: str) -> redis.Re
     except ValueError as exc:
         raise LoginFailed(str(exc)) from None
     client = connect_as(url, username, password)
+    bus: TenantEventBus | None = None
     try:
         client.ping()
-        TenantEventBus(client, tenant).streams()
+        bus = TenantEventBus(client, tenant)
+        bus.streams()
     except redis.AuthenticationError:
-        client.close()
         raise LoginFailed("invalid username or password") from None
     except (redis.ConnectionError, redis.TimeoutError, BusConnectionError):
-        client.close()
         raise LoginFailed("cannot reach Redis; try again later") from None
     except (BusRefused, redis.exceptions.NoPermissionError) as exc:
-        client.close()
         if is_noperm(exc):
             raise LoginFailed(f"no access to tenant {tenant!r} for user {username!r}") from None
         raise LoginFailed(f"Redis refused: {exc}") from None
     except (EventBusError, redis.RedisError) as exc:
-        client.close()
         raise LoginFailed(f"Redis refused the login: {exc}") from None
+    finally:
+        if bus is not None:
+            bus.redis.connection_pool.disconnect()
+        client.connection_pool.disconnect()  # sessions connect through their handles
     return client
 
 
@@ -159,12 +206,12 @@ class SessionStore:
         with self._lock:
             session = self._sessions.pop(sid, None)
         if session is not None:
-            session.client.close()
+            session.close()
 
     def _expire_locked(self, now: float) -> None:
         idle, most = self.settings.session_idle_s, self.settings.session_max_s
         for sid, session in list(self._sessions.items()):
             if now - session.last_seen > idle or now - session.created > most:
                 del self._sessions[sid]
-                session.client.close()
+                session.close()
                 log.info("console_session_expired", user=session.username)
