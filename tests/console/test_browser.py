@@ -229,6 +229,12 @@ def test_bad_input_gets_a_clear_message_never_a_traceback(
         body = page.d.find_element(By.TAG_NAME, "body").text
         assert message in body, (path, body)
         assert "Traceback" not in page.d.page_source, path
+    # Whatever a handler's error says is shown as text, never run as markup.
+    hostile = '<img id="pwned" src="x" onerror="document.title=1">'
+    dlq = DeadLetterQueue(worker_client(acl_redis), "acme")
+    dlq_id = dlq.send_to_dlq("tasks", "1-1", event(), hostile, 0, reason="handler_failed")
+    page.go(f"/t/acme/s/tasks/dlq/{dlq_id}")
+    assert hostile in page.text() and page.count("#pwned") == 0
 
 
 def test_replay_all_matching_runs_in_batches_with_progress(
