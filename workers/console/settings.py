@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from eventbus.keys import validate_tenant_id
 from eventbus.logs import LEVELS
+from workers.parsers import at_least_int, boolean
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -32,29 +33,17 @@ class ConsoleSettings:
         return bool(self.tls_cert)
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+_positive = at_least_int(1)
 
 
-def _port(text: str) -> int:
-    value = _positive(text)
+def _port(raw: str) -> int:
+    value = _positive(raw)
     if value > 65535:
-        raise argparse.ArgumentTypeError(f"not a port number: {value}")
+        raise ValueError("must be <= 65535")
     return value
 
 
-def _flag(text: str) -> bool:
-    if text.lower() in ("1", "true", "yes", "on"):
-        return True
-    if text.lower() in ("", "0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+_port.__name__ = "port (1 to 65535)"
 
 
 def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
@@ -92,7 +81,7 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         "--read-only",
         nargs="?",
         const="true",
-        type=_flag,
+        type=boolean,
         default=env("EVENTBUS_WEB_READ_ONLY", "false"),
         help="nobody can replay or purge, whatever their ACL [EVENTBUS_WEB_READ_ONLY]",
     )
