@@ -278,3 +278,11 @@ def test_cookies_are_httponly_samesite_strict_and_logs_hold_no_secret(
     for secret in (user("acme", "worker")[1], user("acme", "viewer")[1], cookie["value"]):
         assert secret not in log
     assert not re.search(r"Traceback", log)
+    # Logging out ends the session on the server: the old cookie opens nothing.
+    page.click("header form button")
+    page.until(lambda d: "/login" in d.current_url, "the login page")
+    request = urllib.request.Request(
+        console.url + "/t/acme/", headers={"Cookie": f"eb_session={cookie['value']}"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.url.endswith("/login")

@@ -12,6 +12,7 @@ import pytest
 from eventbus.retry import RETRY_DELAYS
 from eventbus.settings import BusSettings, ConsumerSettings
 from workers.cli.main import main as eventbus_main
+from workers.console.settings import ENV_NAMES as CONSOLE_ENV_NAMES
 from workers.pool import supervisor
 from workers.pool.settings import (
     OPTIONS,
@@ -91,7 +92,7 @@ def test_readme_table_matches_the_declaration() -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert _readme_table() in readme, "README.md's settings table should read:\n" + _readme_table()
     mentioned = set(re.findall(r"EVENTBUS_[A-Z_]+", readme))
-    assert mentioned <= {o.env_name for o in OPTIONS}, (
+    assert mentioned <= {o.env_name for o in OPTIONS} | set(CONSOLE_ENV_NAMES), (
         "README names variables that are not settings"
     )
 

@@ -12,6 +12,20 @@ from eventbus.logs import LEVELS
 from workers.parsers import at_least_int, boolean
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+#: The environment variables ``eventbus web`` reads (each the twin of a flag).
+ENV_NAMES = (
+    "EVENTBUS_REDIS_URL",
+    "EVENTBUS_WEB_HOST",
+    "EVENTBUS_WEB_PORT",
+    "EVENTBUS_TENANT",
+    "EVENTBUS_WEB_READ_ONLY",
+    "EVENTBUS_WEB_TLS_CERT",
+    "EVENTBUS_WEB_TLS_KEY",
+    "EVENTBUS_WEB_SESSION_IDLE_S",
+    "EVENTBUS_WEB_SESSION_MAX_S",
+    "EVENTBUS_WEB_REFRESH_S",
+    "EVENTBUS_LOG_LEVEL",
+)
 
 
 @dataclass(frozen=True)
@@ -48,7 +62,11 @@ _port.__name__ = "port (1 to 65535)"
 
 def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     d = ConsoleSettings()
-    env = environ.get
+
+    def env(name: str, default: str) -> str:
+        assert name in ENV_NAMES, name  # every variable is listed (docs and tests use it)
+        return environ.get(name, default)
+
     p = argparse.ArgumentParser(
         prog="eventbus web",
         description="Serve the operator console: streams, groups and dead letters of a "
