@@ -156,6 +156,7 @@ def test_over_tls_cookies_are_secure_and_hsts_is_sent(
         flags = session.lower()
         assert "secure" in flags and "httponly" in flags and "samesite=strict" in flags
         assert client.headers["strict-transport-security"].startswith("max-age=")
+        client.conn.close()
     finally:
         stop_console(console)
 

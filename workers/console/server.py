@@ -47,5 +47,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         access_log=False,
         server_header=False,
         proxy_headers=True,  # X-Forwarded-Proto from a local TLS proxy marks cookies Secure
+        timeout_graceful_shutdown=5,  # open requests get this long on SIGTERM
     )
     return 0
