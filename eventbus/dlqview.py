@@ -18,22 +18,9 @@ from datetime import datetime, timezone
 from eventbus.dlq import DeadLetter, DeadLetterQueue
 from eventbus.errors import DLQEntryNotFound
 from eventbus.keys import validate_group
-from eventbus.records import (
-    REASON_DECODE_ERROR,
-    REASON_HANDLER_FAILED,
-    REASON_MANUAL,
-    REASON_MAX_DELIVERIES,
-    REASON_TOO_LARGE,
-)
+from eventbus.records import REASON_MANUAL, REASONS
 from eventbus.schemas import EventType
 
-REASONS = (
-    REASON_HANDLER_FAILED,
-    REASON_DECODE_ERROR,
-    REASON_TOO_LARGE,
-    REASON_MAX_DELIVERIES,
-    REASON_MANUAL,
-)
 PAGE_SIZE = 50
 SEARCH_BUDGET_S = 1.2  # a filtered page stops scanning after this and offers "older"
 STEP_BUDGET_S = 0.5  # one batch of a bulk action stops scanning after this

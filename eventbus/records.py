@@ -18,6 +18,15 @@ REASON_WRONG_TENANT = "wrong_tenant"  # a valid event of another tenant than the
 REASON_TOO_LARGE = "too_large"  # over the size limit (written by a foreign producer)
 REASON_MAX_DELIVERIES = "max_deliveries"  # delivered too often without an outcome (poison)
 REASON_MANUAL = "manual"  # sent by send_to_dlq
+#: Every reason above (the web console's filter offers these).
+REASONS = (
+    REASON_HANDLER_FAILED,
+    REASON_DECODE_ERROR,
+    REASON_WRONG_TENANT,
+    REASON_TOO_LARGE,
+    REASON_MAX_DELIVERIES,
+    REASON_MANUAL,
+)
 
 # Reserved fields of entries (the ``_`` prefix is the bus's).
 RETRY_COUNT_FIELD = "_retry_count"

@@ -9,9 +9,10 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from eventbus.dlqview import REASONS, DlqFilter, check_id, newest_first
+from eventbus.dlqview import DlqFilter, check_id, newest_first
 from eventbus.errors import StreamNotFound
 from eventbus.keys import validate_stream, validate_tenant_id
+from eventbus.records import REASONS
 from eventbus.schemas import EventType
 from eventbus.stats import tenant_stats
 from workers.console.base import PageError, as_page, render, session_of
