@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import random
 import time
 from collections.abc import Callable, Iterator
 
@@ -41,10 +43,27 @@ def dlq(r: redis.Redis) -> DeadLetterQueue:
     return DeadLetterQueue(r, "acme")
 
 
+#: Environment variable that replays the random choices of a test (see the ``seed`` fixture).
+SEED_ENV = "EVENTBUS_TEST_SEED"
+
+
+@pytest.fixture
+def seed() -> int:
+    """The seed of a test that draws at random: ``$EVENTBUS_TEST_SEED`` to replay a run,
+    else a fresh one. Printed (pytest shows it with a failure); put it in assertion messages."""
+    raw = os.environ.get(SEED_ENV, "").strip()
+    value = int(raw) if raw else random.randrange(1 << 31)
+    print(f"random seed {value} (replay: {SEED_ENV}={value})")
+    return value
+
+
 def wait_for(
-    condition: Callable[[], object], timeout_s: float = 10.0, interval_s: float = 0.01
+    condition: Callable[[], object], timeout_s: float = 30.0, interval_s: float = 0.01
 ) -> object:
-    """Poll ``condition`` until it is truthy; fail the test after ``timeout_s``."""
+    """Poll ``condition`` until it is truthy; fail the test after ``timeout_s``.
+
+    The bound only turns "never" into a failure: keep it generous (a loaded machine is
+    slow, and the test must check the guarantee, not the speed)."""
     deadline = time.monotonic() + timeout_s
     while True:
         value = condition()

@@ -23,8 +23,8 @@ def _run(make_pool, tbus: TenantEventBus, ledger: Ledger, tmp_path: Path, **data
     events = [make_event(i=i, **data) for i in range(3)]
     tbus.publish_many(STREAM, events)
     ledger.published_many(e.event_id for e in events)
-    ledger.wait_settled(30)
-    wait_for(lambda: pending_count(tbus) == 0, 20)
+    ledger.wait_settled(60)
+    wait_for(lambda: pending_count(tbus) == 0, 30)
     assert pool.stop() == 0
     assert len(list(crashes.iterdir())) == 3  # each event crashed its worker once
     assert pool.unplanned_respawns() == 3

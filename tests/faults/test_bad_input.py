@@ -64,9 +64,9 @@ def test_foreign_bad_entries_are_dead_lettered_once_and_no_worker_crashes(
     ledger.published(after.event_id)
 
     dlq = DeadLetterQueue(client, TENANT)
-    wait_for(lambda: dlq.count(STREAM) >= len(BAD), 20)
-    ledger.wait_settled(20)
-    wait_for(lambda: pending_count(tbus) == 0, 10)
+    wait_for(lambda: dlq.count(STREAM) >= len(BAD), 30)
+    ledger.wait_settled(60)
+    wait_for(lambda: pending_count(tbus) == 0, 30)
     letters = dlq.list_dlq_messages(STREAM, count=100)
     by_id = {letter.original_message_id: letter for letter in letters}
     assert len(letters) == len(BAD) and set(by_id) == set(ids.values())  # each exactly once

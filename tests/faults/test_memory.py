@@ -23,7 +23,7 @@ def test_out_of_memory_refuses_publish_keeps_a_failing_event_pending_and_consume
     blocker = make_event(sleep_s=1.5)
     tbus.publish(STREAM, blocker)
     ledger.published(blocker.event_id)
-    wait_for(lambda: ledger.calls_of(blocker.event_id, "start"), 10)
+    wait_for(lambda: ledger.calls_of(blocker.event_id, "start"), 30)
     good = [make_event(i=i) for i in range(20)]
     failing = make_event(fail_until_attempt=2)
     tbus.publish_many(STREAM, [*good, failing])
@@ -39,17 +39,17 @@ def test_out_of_memory_refuses_publish_keeps_a_failing_event_pending_and_consume
     sigkill(worker)  # the respawned worker starts under OOM: it must still consume
 
     wait_for(lambda: {e.event_id for e in good} <= set(ledger.done()), 30)
-    wait_for(lambda: ledger.calls_of(failing.event_id, "fail"), 10)
-    wait_for(lambda: pool.logged("retry_schedule_failed"), 10)
-    wait_for(lambda: pending_count(tbus) == 1, 10)  # acks work: only the failing one is left
+    wait_for(lambda: ledger.calls_of(failing.event_id, "fail"), 30)
+    wait_for(lambda: pool.logged("retry_schedule_failed"), 30)
+    wait_for(lambda: pending_count(tbus) == 1, 30)  # acks work: only the failing one is left
     (entry,) = tbus.get_pending(STREAM, GROUP)
     assert entry.message_id == client.xrange(tbus.keys.stream(STREAM))[-1][0].decode()
     assert client.xlen(tbus.keys.dlq(STREAM)) == 0  # not dead-lettered, not lost: pending
     assert failing.event_id not in ledger.done()
 
     client.config_set("maxmemory", 0)  # memory frees
-    ledger.wait_settled(20)
-    wait_for(lambda: pending_count(tbus) == 0, 10)
+    ledger.wait_settled(60)
+    wait_for(lambda: pending_count(tbus) == 0, 30)
     attempts = [r["attempt"] for r in ledger.calls_of(failing.event_id, "done")]
     assert_nothing_lost(
         "out of memory",
@@ -77,7 +77,7 @@ def test_a_backlog_five_times_the_stream_cap_is_never_trimmed_before_it_is_consu
         processes=2, args=["--sweep-interval-s", "0.3", "--reclaim-interval-s", "1"]
     ).start()  # the sweeper trims acknowledged history while the pool reads
     ledger.wait_settled(60)
-    wait_for(lambda: pending_count(tbus) == 0, 20)
+    wait_for(lambda: pending_count(tbus) == 0, 30)
     assert_nothing_lost("backlog 5x the stream cap", ledger.report())
-    wait_for(lambda: client.xlen(key) <= 1000, 10)  # consumed history is trimmed again
+    wait_for(lambda: client.xlen(key) <= 1000, 30)  # consumed history is trimmed again
     assert pool.stop() == 0

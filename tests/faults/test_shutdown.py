@@ -35,7 +35,7 @@ def test_sigterm_with_scheduled_retries_exits_0_and_a_new_pool_fires_them_on_tim
     tbus.publish_many(STREAM, events)
     ledger.published_many(e.event_id for e in events)
     schedule = tbus.keys.schedule(STREAM, GROUP)
-    wait_for(lambda: tbus.redis.zcard(schedule) == len(events), 10)
+    wait_for(lambda: tbus.redis.zcard(schedule) == len(events), 30)
 
     began = time.monotonic()
     first.signal(signal.SIGTERM)
@@ -46,8 +46,8 @@ def test_sigterm_with_scheduled_retries_exits_0_and_a_new_pool_fires_them_on_tim
     assert pending_count(tbus) == 0
 
     make_pool(processes=2, name="second", args=args).start()
-    ledger.wait_settled(30)
-    wait_for(lambda: pending_count(tbus) == 0, 10)
+    ledger.wait_settled(60)
+    wait_for(lambda: pending_count(tbus) == 0, 30)
     lateness = []
     for e in events:
         fails = {r["attempt"]: r["t"] for r in ledger.calls_of(e.event_id, "fail")}

@@ -67,8 +67,8 @@ def test_idle_consumer_removal_never_removes_a_consumer_with_pending_entries(
     pool = make_pool(
         processes=2, args=["--reclaim-idle-ms", "300", "--reclaim-interval-s", "0.3"]
     ).start()
-    ledger.wait_settled(30)
-    wait_for(lambda: pending_count(tbus) == 0, 20)
+    ledger.wait_settled(60)
+    wait_for(lambda: pending_count(tbus) == 0, 30)
     assert_nothing_lost(
         "idle-consumer removal race",
         ledger.report(holders=len(holders), empty_names_removed=sum(removed)),

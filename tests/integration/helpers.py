@@ -87,7 +87,7 @@ def always_fail(event: AgentEvent, attempt: int) -> bool:
 
 
 @contextmanager
-def running(c: EventConsumer, handler: Handler, stop_within_s: float = 10.0) -> Iterator[None]:
+def running(c: EventConsumer, handler: Handler, stop_within_s: float = 30.0) -> Iterator[None]:
     """Run ``c.process_loop(handler)`` in a thread; stop it and check it ended on exit."""
     errors: list[BaseException] = []
 
@@ -109,7 +109,7 @@ def running(c: EventConsumer, handler: Handler, stop_within_s: float = 10.0) -> 
 
 
 def drain(
-    c: EventConsumer, handler: Handler, until: Callable[[], object], timeout_s: float = 10.0
+    c: EventConsumer, handler: Handler, until: Callable[[], object], timeout_s: float = 30.0
 ) -> None:
     """Run ``process_batch`` rounds (20 ms reads) until ``until()`` is truthy (bounded)."""
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import replace
 
 import pytest
 import redis
@@ -11,7 +12,6 @@ import redis
 from eventbus import (
     AgentEvent,
     BusSettings,
-    ConsumerSettings,
     DeadLetterQueue,
     HandlerContext,
     TenantEventBus,
@@ -178,29 +178,33 @@ def test_a_running_handler_is_kept_claimed_by_the_heartbeat(
     bus: TenantEventBus, dlq: DeadLetterQueue
 ) -> None:
     bus.publish("tasks", make_event())
-    settings = ConsumerSettings(block_ms=100, retry_poll_ms=50, heartbeat_interval_s=0.05)
+    settings = replace(FAST, heartbeat_interval_s=0.05)
     started, release = threading.Event(), threading.Event()
 
     def slow(event: AgentEvent) -> None:
         started.set()
-        release.wait(5)
+        release.wait(60)
 
     worker = consumer(bus, dlq, name="busy", settings=settings)
     thread = threading.Thread(target=worker.process_batch, args=(slow,), daemon=True)
     thread.start()
-    assert started.wait(5)
+    assert started.wait(30)
     rescuer = consumer(bus, dlq, name="rescuer")
     since = time.monotonic()
+    # Beats every 0.05 s against an idle limit of 1 s (20 beats of slack on a loaded
+    # machine), watched for 2.5 times that limit: a lapse would show.
+    idle_limit_ms = 1000
 
-    def never_reclaimable_for_a_second() -> bool:
-        assert rescuer.reclaim_abandoned(idle_time_ms=400) == []
-        return time.monotonic() - since > 1.0
+    def never_reclaimable_for_a_while() -> bool:
+        assert rescuer.reclaim_abandoned(idle_time_ms=idle_limit_ms) == []
+        return time.monotonic() - since > 2.5 * idle_limit_ms / 1000
 
     try:
-        wait_for(never_reclaimable_for_a_second, timeout_s=5)
+        wait_for(never_reclaimable_for_a_while, timeout_s=60)
     finally:
         release.set()
-        thread.join(5)
+        thread.join(30)
+    assert not thread.is_alive()
     assert bus.get_pending("tasks", "workers") == []
 
 
@@ -211,7 +215,7 @@ def test_entry_that_keeps_killing_its_worker_is_dead_lettered_after_max_deliveri
     bus: TenantEventBus, dlq: DeadLetterQueue
 ) -> None:
     message_id = bus.publish("tasks", make_event())
-    settings = ConsumerSettings(block_ms=100, retry_poll_ms=50, max_deliveries=2)
+    settings = replace(FAST, max_deliveries=2)  # each round below passes its own block_ms
     calls = Recorder()
 
     def handler(event: AgentEvent) -> None:

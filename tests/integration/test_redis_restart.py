@@ -65,8 +65,8 @@ def test_loop_survives_a_killed_and_restarted_redis_with_aof(aof_server: LocalRe
         wait_for(lambda: handled_all(handler, before))
         aof_server.restart(kill=True)  # SIGKILL, then the same port and data dir
         bus.publish_many("tasks", after)
-        wait_for(lambda: handled_all(handler, after), timeout_s=20)
-        wait_for(lambda: not bus.get_pending("tasks", "workers"), timeout_s=10)
+        wait_for(lambda: handled_all(handler, after), timeout_s=30)
+        wait_for(lambda: not bus.get_pending("tasks", "workers"), timeout_s=30)
 
     assert bus.get_stream_info("tasks")["length"] == 40  # the AOF kept the stream
     assert dlq.count("tasks") == 0
@@ -87,8 +87,8 @@ def test_loop_recreates_its_group_after_a_restart_without_persistence(
         wait_for(lambda: handled_all(handler, [first]))
         plain_server.restart(kill=True)  # everything is gone, the group too
         bus.publish_many("tasks", later)
-        wait_for(lambda: handled_all(handler, later), timeout_s=20)
-        wait_for(lambda: not bus.get_pending("tasks", "workers"), timeout_s=10)
+        wait_for(lambda: handled_all(handler, later), timeout_s=30)
+        wait_for(lambda: not bus.get_pending("tasks", "workers"), timeout_s=30)
 
     assert [e for e in logs if e["event"] == "consumer_group_recreated"]
     assert [g["name"] for g in bus.get_stream_info("tasks")["groups"]] == ["workers"]
@@ -114,8 +114,8 @@ def test_loop_reconnects_through_loading_after_a_restart(
         wait_for(lambda: handled_all(handler, [before]))
         server.restart(kill=True)  # returns once the AOF is loaded
         bus.publish_many("tasks", after)
-        wait_for(lambda: handled_all(handler, after), timeout_s=20)
-        wait_for(lambda: not bus.get_pending("tasks", "workers"), timeout_s=10)
+        wait_for(lambda: handled_all(handler, after), timeout_s=30)
+        wait_for(lambda: not bus.get_pending("tasks", "workers"), timeout_s=30)
 
     errors = [e["error"] for e in named(logs, "redis_unavailable")]
     assert any("BusyLoadingError" in error for error in errors), errors
@@ -138,7 +138,7 @@ def test_group_recreation_is_logged_even_after_a_long_outage(plain_server: Local
         wait_for(lambda: len(named(logs, "redis_unavailable")) >= 3)
         plain_server.start()  # empty: no stream, no group
         bus.publish_many("tasks", later)
-        wait_for(lambda: handled_all(handler, later), timeout_s=20)
+        wait_for(lambda: handled_all(handler, later), timeout_s=30)
 
     [recreated] = named(logs, "consumer_group_recreated")
     assert "unacknowledged entries may be lost" in recreated["warning"]

@@ -86,7 +86,7 @@ class Pool:
         )
         log.close()
         if wait_ready:
-            wait_for(lambda: self.logged("supervisor_ready"), 20)
+            wait_for(lambda: self.logged("supervisor_ready"), 30)
         return self
 
     # -- observing -------------------------------------------------------------------------

@@ -234,9 +234,9 @@ def test_tail_prints_events_published_while_it_waits(
     bus.publish(STREAM, make_event(n=0))  # before the tail: not printed
     proc = start_tail(redis_server, "--count", "2")
     try:
-        wait_for(lambda: blocked_tail(r), timeout_s=10)
+        wait_for(lambda: blocked_tail(r), timeout_s=30)
         ids = [bus.publish(STREAM, make_event(EventType.TASK_COMPLETED, n=n)) for n in (1, 2)]
-        out, err = proc.communicate(timeout=10)
+        out, err = proc.communicate(timeout=30)
     finally:
         proc.kill()
     assert proc.returncode == 0, err
@@ -265,9 +265,9 @@ def test_tail_exits_0_quietly_on_ctrl_c(
     bus.publish(STREAM, make_event())
     proc = start_tail(redis_server)
     try:
-        wait_for(lambda: blocked_tail(r), timeout_s=10)
+        wait_for(lambda: blocked_tail(r), timeout_s=30)
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=10)
+        out, err = proc.communicate(timeout=30)
     finally:
         proc.kill()
     assert (proc.returncode, out, err) == (0, "", "")

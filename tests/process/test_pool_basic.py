@@ -31,7 +31,7 @@ def test_sigterm_drains_the_event_in_hand_and_exits_0(make_pool, tbus: TenantEve
     pool = make_pool(processes=2).start()
     slow = [event(sleep_s=1.0) for _ in range(2)]
     tbus.publish_many(STREAM, slow)
-    wait_for(lambda: len(pool.starts()) == 2, 10)
+    wait_for(lambda: len(pool.starts()) == 2, 30)
     assert pool.stop() == 0
     # Both handlers were allowed to finish and their events were acknowledged.
     assert {e.event_id for e in slow} <= pool.done_ids()
@@ -45,7 +45,7 @@ def test_sigterm_past_the_grace_period_kills_and_leaves_the_entry_pending(
     pool = make_pool(processes=1, args=["--grace-period-s", "0.5"]).start()
     stuck = event(sleep_s=30)
     tbus.publish(STREAM, stuck)
-    wait_for(lambda: pool.starts()[stuck.event_id] == 1, 10)
+    wait_for(lambda: pool.starts()[stuck.event_id] == 1, 30)
     assert pool.stop() == 0
     assert pool.logged("worker_killed_after_grace")
     assert pending_count(tbus) == 1  # not acked, not lost: recovered by the next pool
@@ -55,10 +55,10 @@ def test_restarted_worker_resumes_its_own_pending_entry(make_pool, tbus: TenantE
     pool = make_pool(processes=1).start()
     victim = event(sleep_s=0.5)
     tbus.publish(STREAM, victim)
-    wait_for(lambda: pool.starts()[victim.event_id] == 1, 10)
+    wait_for(lambda: pool.starts()[victim.event_id] == 1, 30)
     (pid,) = pool.worker_pids()
     subprocess.run(["kill", "-9", str(pid)], check=True)
-    wait_for(lambda: victim.event_id in pool.done_ids(), 20)
+    wait_for(lambda: victim.event_id in pool.done_ids(), 30)
     calls = [x for x in pool.ledger() if x["event_id"] == victim.event_id and x["phase"] == "start"]
     assert [c["consumer"] for c in calls] == [f"{GROUP}-0", f"{GROUP}-0"]
     assert calls[1]["delivery"] == 2
@@ -77,7 +77,7 @@ def test_reclaimer_recovers_entries_of_a_consumer_that_never_comes_back(
     pool = make_pool(
         processes=2, args=["--reclaim-idle-ms", "300", "--reclaim-interval-s", "0.3"]
     ).start()
-    wait_for(lambda: {e.event_id for e in lost} <= pool.done_ids(), 20)
+    wait_for(lambda: {e.event_id for e in lost} <= pool.done_ids(), 30)
     assert pool.stop() == 0
     assert pending_count(tbus) == 0
 
@@ -96,7 +96,7 @@ def test_poison_pill_that_kills_its_worker_ends_in_the_dlq_and_the_pool_goes_on(
     assert pool.starts()[pill.event_id] == 2  # called max_deliveries times, never again
     good = [event(i=i) for i in range(10)]
     tbus.publish_many(STREAM, good)
-    wait_for(lambda: {e.event_id for e in good} <= pool.done_ids(), 20)
+    wait_for(lambda: {e.event_id for e in good} <= pool.done_ids(), 30)
     assert len(pool.logged("worker_respawned")) <= 3
     assert pool.stop() == 0
 
@@ -189,7 +189,7 @@ def test_example_writer_agent_publishes_a_follow_up_with_the_chain_extended(
         rows = tbus.redis.xrange(tbus.keys.stream("results"))
         return [AgentEvent.from_stream_dict(fields) for _, fields in rows]
 
-    (done,) = wait_for(follow_ups, 20)
+    (done,) = wait_for(follow_ups, 30)
     assert done.event_type is EventType.TASK_COMPLETED
     assert done.call_chain == [*task.call_chain, "writer"]
     assert done.parent_event_id == task.event_id

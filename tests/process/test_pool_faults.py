@@ -44,17 +44,17 @@ def test_supervisor_sigkill_makes_workers_exit_and_a_new_supervisor_recovers(
     first = make_pool(processes=2, name="first").start()
     slow = [event(sleep_s=0.5) for _ in range(4)]
     tbus.publish_many(STREAM, slow)
-    wait_for(lambda: len(first.starts()) >= 2, 10)
+    wait_for(lambda: len(first.starts()) >= 2, 30)
     workers = first.worker_pids()
     assert len(workers) == 2
     first.signal(signal.SIGKILL)
-    wait_for(lambda: not any(pid_alive(p) for p in workers), 15)
+    wait_for(lambda: not any(pid_alive(p) for p in workers), 30)
     assert len(first.logged("worker_stopped")) == 2  # they stopped by themselves, cleanly
     second = make_pool(
         processes=2, name="second", args=["--reclaim-idle-ms", "500", "--reclaim-interval-s", "0.5"]
     ).start()
     wait_for(lambda: {e.event_id for e in slow} <= second.done_ids(), 30)
-    wait_for(lambda: pending_count(tbus) == 0, 20)
+    wait_for(lambda: pending_count(tbus) == 0, 30)
     assert second.stop() == 0
 
 
@@ -67,7 +67,7 @@ def test_handler_running_three_times_the_reclaim_idle_time_is_handled_once(
     ).start()
     long = event(sleep_s=1.8)
     tbus.publish(STREAM, long)
-    wait_for(lambda: long.event_id in pool.done_ids(), 20)
+    wait_for(lambda: long.event_id in pool.done_ids(), 30)
     time.sleep(0.8)  # let a (wrong) second delivery show itself if the claim had lapsed
     assert pool.starts()[long.event_id] == 1
     assert pool.stop() == 0
@@ -94,6 +94,6 @@ def test_hung_handler_is_killed_retried_then_dead_lettered_and_the_slot_refilled
     assert len(pool.logged("handler_timeout")) == 3
     after = event(i=1)
     tbus.publish(STREAM, after)
-    wait_for(lambda: after.event_id in pool.done_ids(), 20)
+    wait_for(lambda: after.event_id in pool.done_ids(), 30)
     assert pool.stop() == 0
     assert pending_count(tbus) == 0

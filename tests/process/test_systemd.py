@@ -73,12 +73,12 @@ def test_supervisor_sends_ready_watchdog_and_stopping(make_pool, tmp_path: Path)
             seen.extend(_received(sock))
             return any(m.startswith(prefix) for m in seen)
 
-        wait_for(lambda: got("READY=1"), 20)
+        wait_for(lambda: got("READY=1"), 30)
         ready = next(m for m in seen if m.startswith("READY=1"))
         assert f"MAINPID={pool.proc.pid}" in ready
-        wait_for(lambda: got("WATCHDOG=1"), 5)
+        wait_for(lambda: got("WATCHDOG=1"), 30)
         assert pool.stop() == 0
-        wait_for(lambda: got("STOPPING=1"), 5)
+        wait_for(lambda: got("STOPPING=1"), 30)
 
 
 def test_unit_file_passes_systemd_analyze_verify(tmp_path: Path) -> None:
