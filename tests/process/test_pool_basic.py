@@ -5,12 +5,19 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+from datetime import datetime
+from typing import Any
 
 import pytest
 
 from eventbus import AgentEvent, DeadLetterQueue, EventType, TenantEventBus
 from tests.conftest import wait_for
 from tests.process.pool import GROUP, STREAM, TENANT, event, pending_count
+
+
+def logged_at(entry: dict[str, Any]) -> float:
+    """The time (epoch seconds) of a JSON log line, from its ISO timestamp."""
+    return datetime.fromisoformat(entry["timestamp"].replace("Z", "+00:00")).timestamp()
 
 
 def test_pool_of_four_handles_2000_events_at_least_once(make_pool, tbus: TenantEventBus) -> None:
@@ -160,20 +167,57 @@ def test_bad_setting_is_refused_at_start_naming_the_setting(
 
 
 def test_sighup_restarts_workers_one_by_one_with_the_new_env_file(
-    make_pool, tbus: TenantEventBus, tmp_path
+    make_pool, tbus: TenantEventBus, r, tmp_path
 ) -> None:
     env_file = tmp_path / "pool.env"
-    env_file.write_text("EVENTBUS_MAX_DELIVERIES=5\n")
+    env_file.write_text("EVENTBUS_RETRY_DELAYS=60,60\n")
     pool = make_pool(processes=2, args=["--env-file", str(env_file)]).start()
     before = set(pool.worker_pids())
-    env_file.write_text("EVENTBUS_MAX_DELIVERIES=7\n")
+    env_file.write_text("EVENTBUS_RETRY_DELAYS=0.2,0.2\n")
     batch = [event(i=i, sleep_s=0.02) for i in range(100)]
-    tbus.publish_many(STREAM, batch)
+    tbus.publish_many(STREAM, batch)  # the workers are busy while they are replaced
     pool.signal(signal.SIGHUP)
-    wait_for(lambda: pool.logged("reload_done"), 30)
+    wait_for(lambda: pool.logged("reload_done"), 60)
     after = set(pool.worker_pids())
     assert len(after) == 2 and not (before & after)
-    wait_for(lambda: {e.event_id for e in batch} <= pool.done_ids(), 30)
+    wait_for(lambda: {e.event_id for e in batch} <= pool.done_ids())
+
+    # The new value is in effect: a failing event is retried 0.2 s apart (with the old
+    # 60 s delays it would wait two minutes for the DLQ), and the new consumers say so.
+    failing = event(fail=True)
+    tbus.publish(STREAM, failing)
+    dlq = DeadLetterQueue(r, TENANT)
+    wait_for(lambda: dlq.count(STREAM) == 1)
+    assert pool.starts()[failing.event_id] == 3  # first attempt + 2 retries
+    retries = [e for e in pool.logged("retry_scheduled") if e["event_id"] == failing.event_id]
+    assert [e["delay_s"] for e in retries] == [0.2, 0.2]
+    logs = pool.logs()
+    reload_at = next(i for i, e in enumerate(logs) if e["event"] == "reload_started")
+    delays = [e["retry_delays_s"] for e in logs if e["event"] == "consumer_started"]
+    old_delays = [e["retry_delays_s"] for e in logs[:reload_at] if e["event"] == "consumer_started"]
+    assert old_delays == [[60.0, 60.0]] * 2
+    assert delays[2:] == [[0.2, 0.2]] * 2
+
+    # One by one, in the order the log file got them: each old worker stops, its
+    # successor is spawned and starts; only then is the next one stopped. (Causal, except
+    # that "started" is written just after the readiness the supervisor waits for, while
+    # the supervisor's next step is at least one 0.25 s loop turn later.)
+    steps = [
+        (e["event"], e["worker_pid"] if e["event"] == "worker_spawned" else e["pid"])
+        for e in logs[reload_at:]
+        if e["event"] in ("worker_stopped", "worker_spawned", "worker_started")
+    ]
+    old_1, old_2 = (pid for event_name, pid in steps if event_name == "worker_stopped")
+    new_1, new_2 = (pid for event_name, pid in steps if event_name == "worker_spawned")
+    assert {old_1, old_2} == before and {new_1, new_2} == after
+    assert steps == [
+        ("worker_stopped", old_1),
+        ("worker_spawned", new_1),
+        ("worker_started", new_1),
+        ("worker_stopped", old_2),
+        ("worker_spawned", new_2),
+        ("worker_started", new_2),
+    ]
     assert pool.stop() == 0
     assert pending_count(tbus) == 0
 
@@ -204,8 +248,12 @@ def test_restart_cap_is_logged_loudly_and_holds_respawns_back(
         processes=1, args=["--max-restarts-per-minute", "2", "--max-deliveries", "100"]
     ).start()
     tbus.publish(STREAM, event(poison=True))
-    (limit,) = wait_for(lambda: pool.logged("restart_limit_reached"), 30)
+    (limit,) = wait_for(lambda: pool.logged("restart_limit_reached"), 60)
     assert limit["level"] == "critical" and limit["limit"] == 2
-    assert limit["respawn_in_s"] > 30  # held back until the minute has room again
-    assert len([x for x in pool.logged("worker_respawned") if not x["planned"]]) == 2
+    respawns = [x for x in pool.logged("worker_respawned") if not x["planned"]]
+    assert len(respawns) == 2
+    # Held back until the minute that began with the first restart has room again (not
+    # just the slot's short backoff): measured on the log's own clock.
+    minute_left_s = 60 - (logged_at(limit) - logged_at(respawns[0]))
+    assert limit["respawn_in_s"] == pytest.approx(minute_left_s, abs=2.0), minute_left_s
     assert pool.stop() == 0
