@@ -55,7 +55,7 @@ class FaultPool(Pool):
                 cwd=ROOT,
             )
         if wait_ready:
-            wait_for(lambda: self.logged("supervisor_ready"), 30)
+            wait_for(lambda: self.logged("supervisor_ready"), 60)
         return self
 
     def worker_pids(self) -> list[int]:
@@ -140,6 +140,13 @@ def time_to_next_done(ledger: Ledger, since: float, timeout_s: float = 30) -> fl
     """Seconds from ``since`` (time.time()) until a handler finished some event after it."""
     wait_for(lambda: any(r["t"] > since for r in ledger.calls("done")), timeout_s, 0.05)
     return min(r["t"] for r in ledger.calls("done") if r["t"] > since) - since
+
+
+def wait_more_done(ledger: Ledger, n: int, timeout_s: float = 60) -> None:
+    """Wait until the handlers finished ``n`` more events than now: load really flowed
+    (instead of a fixed sleep, which a loaded machine may fill with nothing)."""
+    start = len(ledger.calls("done"))
+    wait_for(lambda: len(ledger.calls("done")) >= start + n, timeout_s)
 
 
 def redis_args(debug: bool = True) -> list[str]:

@@ -38,28 +38,37 @@ def _summary(report: dict) -> str:  # type: ignore[type-arg]
 
 @pytest.mark.slow  # about 12 s with start-up and drain
 def test_chaos_smoke_loses_nothing(tmp_path: Path) -> None:
+    # A fixed seed: its schedule injects a CLIENT KILL at 0.9 s and a Redis kill at 4.8 s
+    # of waiting, both of which always count, so the run holds two faults on any machine.
     report = run_chaos(
         tmp_path,
         *("--duration", "8", "--rate", "100", "--processes", "2"),
-        *("--seed", "11", "--fault-interval-s", "1.5"),
-        timeout_s=120,
+        *("--seed", "11", "--fault-interval-s", "1.5", "--drain-timeout-s", "200"),
+        timeout_s=280,
     )
     note("chaos smoke", _summary(report))
     assert report["lost"] == 0, report
-    assert report["published"] > 400 and sum(report["faults"].values()) >= 2
+    # Enough happened to mean something (floors a loaded machine meets; speed is the
+    # benchmark's business, not this test's).
+    assert report["published"] >= 100 and sum(report["faults"].values()) >= 2, report
 
 
 @pytest.mark.slow
-def test_chaos_60_seconds_loses_nothing(tmp_path: Path) -> None:
+@pytest.mark.timeout(600)
+def test_chaos_60_seconds_loses_nothing(tmp_path: Path, seed: int) -> None:
     report = run_chaos(
         tmp_path,
         *("--duration", "60", "--rate", "200", "--processes", "3"),
-        timeout_s=280,
+        *("--seed", str(seed), "--drain-timeout-s", "300"),
+        timeout_s=540,
     )
     note(f"chaos 60s (seed {report['seed']})", _summary(report))
     assert report["lost"] == 0, report
-    assert set(report["faults"]) == {"worker_kill", "redis_kill", "client_kill", "debug_sleep"}
-    assert report["published"] > 10_000
+    # Every kind gets a turn in each round of four faults (chaos.py draws them from a bag);
+    # 60 s at a mean of one fault per 3 s makes fewer than four about a 1e-5 chance.
+    kinds = {"worker_kill", "redis_kill", "client_kill", "debug_sleep"}
+    assert set(report["faults"]) == kinds, f"seed {seed}: {report['faults']}"
+    assert report["published"] >= 1_000, report  # a floor, not a throughput claim
 
 
 def test_chaos_refuses_unknown_fault_kinds() -> None:

@@ -21,7 +21,9 @@ from tests.process.pool import STREAM, pending_count
 
 DELAYS = (1.0, 2.0)
 EARLY_TOLERANCE_S = 0.05
-LATE_TOLERANCE_S = 1.5
+# A retry timed by the pool's own clock would be an hour early (fires at once) or an hour
+# late: a generous bound tells that apart on any machine, however loaded.
+LATE_TOLERANCE_S = 30.0
 
 
 def libfaketime() -> str:
@@ -52,11 +54,12 @@ def test_a_pool_an_hour_off_fires_retries_neither_early_nor_late(
     events = [make_event(i=i, fail_until_attempt=3) for i in range(3)]
     tbus.publish_many(STREAM, events)
     ledger.published_many(e.event_id for e in events)
-    ledger.wait_settled(60)
+    ledger.wait_settled(120)
     wait_for(lambda: pending_count(tbus) == 0, 30)
-    # The handler's timestamps come from the skewed clock: the skew is really there.
+    # The handler's timestamps come from the skewed clock: the skew is really there
+    # (against the test's own clock, read after the first call: within the test's age).
     first = ledger.calls("start")[0]["t"]
-    assert abs(first - time.time() - skew_s) < 60, "faketime did not skew the workers' clock"
+    assert abs(first - time.time() - skew_s) < 600, "faketime did not skew the workers' clock"
     lateness = []
     for e in events:
         fails = {r["attempt"]: r["t"] for r in ledger.calls_of(e.event_id, "fail")}

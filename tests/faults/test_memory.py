@@ -20,7 +20,9 @@ def test_out_of_memory_refuses_publish_keeps_a_failing_event_pending_and_consume
     # event again (its outcome cannot be written), which must not make it "poison".
     args = ["--reclaim-interval-s", "1", "--retry-delays", "0.2", "--max-deliveries", "50"]
     pool = make_pool(processes=1, args=args).start()
-    blocker = make_event(sleep_s=1.5)
+    # Keeps the one worker busy while the test publishes and turns on the OOM (then it is
+    # killed): seconds of slack for a loaded machine, so nothing below is read before.
+    blocker = make_event(sleep_s=5)
     tbus.publish(STREAM, blocker)
     ledger.published(blocker.event_id)
     wait_for(lambda: ledger.calls_of(blocker.event_id, "start"), 30)

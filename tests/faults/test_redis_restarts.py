@@ -14,7 +14,7 @@ import pytest
 
 from eventbus import TenantEventBus
 from tests.conftest import wait_for
-from tests.faults.harness import FaultPool, Publisher, make_event, time_to_next_done
+from tests.faults.harness import FaultPool, Publisher, make_event, time_to_next_done, wait_more_done
 from tests.faults.ledger import Ledger, assert_nothing_lost, record_report
 from tests.process.pool import GROUP, STREAM, TENANT, pending_count
 from workers.tools.localredis import LocalRedis
@@ -53,14 +53,13 @@ def test_redis_sigkill_and_restart_on_the_same_aof_loses_no_acknowledged_publish
     publisher.start()
     recovery, loading = [], []
     for _ in range(3):
-        wait_for(lambda: len(ledger.done()) > 0, 30)
-        time.sleep(1.0)  # let time pass: load flows before the crash
+        wait_more_done(ledger, 50)  # load flows before the crash
         server.kill()
         time.sleep(0.3)  # let time pass: Redis stays down a moment
         began = time.monotonic()
-        server.start(timeout_s=30)  # same port and dir; returns once LOADING is over
+        server.start(timeout_s=60)  # same port and dir; returns once LOADING is over
         loading.append(round(time.monotonic() - began, 2))
-        recovery.append(round(time_to_next_done(ledger, time.time(), 30), 3))
+        recovery.append(round(time_to_next_done(ledger, time.time(), 60), 3))
         _rewrite_aof(server)  # keep the next load at about a second
     publisher.stop()
     ledger.wait_settled(60)

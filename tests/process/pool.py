@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 from collections import Counter
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -86,7 +87,7 @@ class Pool:
         )
         log.close()
         if wait_ready:
-            wait_for(lambda: self.logged("supervisor_ready"), 30)
+            wait_for(lambda: self.logged("supervisor_ready"), 60)
         return self
 
     # -- observing -------------------------------------------------------------------------
@@ -143,6 +144,11 @@ class Pool:
         for pid in pids:
             if pid_alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def logged_at(entry: dict[str, Any]) -> float:
+    """The time (epoch seconds) of a JSON log line, from its ISO timestamp."""
+    return datetime.fromisoformat(entry["timestamp"].replace("Z", "+00:00")).timestamp()
 
 
 def pending_count(bus: TenantEventBus) -> int:

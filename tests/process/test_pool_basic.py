@@ -5,19 +5,12 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-from datetime import datetime
-from typing import Any
 
 import pytest
 
 from eventbus import AgentEvent, DeadLetterQueue, EventType, TenantEventBus
 from tests.conftest import wait_for
-from tests.process.pool import GROUP, STREAM, TENANT, event, pending_count
-
-
-def logged_at(entry: dict[str, Any]) -> float:
-    """The time (epoch seconds) of a JSON log line, from its ISO timestamp."""
-    return datetime.fromisoformat(entry["timestamp"].replace("Z", "+00:00")).timestamp()
+from tests.process.pool import GROUP, STREAM, TENANT, event, logged_at, pending_count
 
 
 def test_pool_of_four_handles_2000_events_at_least_once(make_pool, tbus: TenantEventBus) -> None:
