@@ -209,7 +209,7 @@ def test_context_handler_gets_the_delivery_details(
         if len(contexts) == 1:
             raise RuntimeError("once")
 
-    with capture_logs() as logs:
+    with capture_logs(processors=[merge_contextvars]) as logs:
         drain(consumer(bus, dlq, name="c7"), handler, lambda: len(contexts) == 2)
 
     first, second = contexts
