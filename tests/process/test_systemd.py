@@ -66,14 +66,18 @@ def test_watchdog_interval_is_half_the_timeout_and_only_for_our_pid(monkeypatch)
 def test_supervisor_sends_ready_watchdog_and_stopping(make_pool, tmp_path: Path) -> None:
     path = str(tmp_path / "notify.sock")
     with _datagram_socket(path) as sock:
-        pool = make_pool(env={"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "400000"}).start()
+        pool = make_pool(env={"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "400000"})
+        # Read the socket while the pool starts, as systemd does: its queue holds only 10
+        # datagrams, watchdog pings come every 0.2 s, and a full queue blocks the sender.
+        pool.start(wait_ready=False)
         seen: list[str] = []
 
         def got(prefix: str) -> bool:
             seen.extend(_received(sock))
             return any(m.startswith(prefix) for m in seen)
 
-        wait_for(lambda: got("READY=1"), 30)
+        wait_for(lambda: got("READY=1"), 90)
+        wait_for(lambda: pool.logged("supervisor_ready"))  # logged just after READY=1
         ready = next(m for m in seen if m.startswith("READY=1"))
         assert f"MAINPID={pool.proc.pid}" in ready
         wait_for(lambda: got("WATCHDOG=1"), 30)
