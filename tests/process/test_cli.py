@@ -217,6 +217,12 @@ def blocked_tail(r: redis.Redis) -> bool:
     )
 
 
+def _default_sigint() -> None:
+    # As from a terminal: a suite started in the background of a non-interactive shell
+    # inherits SIGINT ignored, and then Python never raises KeyboardInterrupt (Ctrl-C).
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_tail(server: LocalRedis, *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         cli_argv("tail", STREAM, *args),
@@ -225,6 +231,7 @@ def start_tail(server: LocalRedis, *args: str) -> subprocess.Popen[str]:
         text=True,
         env=cli_env(server),
         cwd=REPO,
+        preexec_fn=_default_sigint,
     )
 
 
