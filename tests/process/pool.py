@@ -107,9 +107,13 @@ class Pool:
         return [entry for entry in self.logs() if entry.get("event") == name]
 
     def ledger(self) -> list[dict[str, Any]]:
+        """The calls so far; a line a worker is still writing (no newline yet) is left for
+        the next look."""
         if not self.ledger_path.exists():
             return []
-        return [json.loads(x) for x in self.ledger_path.read_text().splitlines() if x]
+        text = self.ledger_path.read_text()
+        complete = text[: text.rfind("\n") + 1]
+        return [json.loads(x) for x in complete.splitlines() if x]
 
     def done_ids(self) -> set[str]:
         return {x["event_id"] for x in self.ledger() if x["phase"] == "done"}
