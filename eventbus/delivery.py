@@ -8,13 +8,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from structlog.contextvars import bound_contextvars
-
 from eventbus import handler as handlers
 from eventbus.acks import AckBuffer
 from eventbus.groupstream import RawEntry
 from eventbus.handler import DeliveryObserver, Handler, HandlerContext
 from eventbus.intake import Rejected, screen
+from eventbus.logs import log_context
 from eventbus.outcomes import Outcome, Planned, Result
 from eventbus.records import FailureInfo, retry_count_of
 from eventbus.schemas import AgentEvent
@@ -60,10 +59,13 @@ class Deliveries:
             max_bytes=self._c.bus.settings.max_event_bytes,
             tenant_id=self._c.bus.tenant_id,
         )
-        with bound_contextvars(
-            consumer=self._c.consumer_name, message_id=entry.message_id, attempt=retry_count + 1
-        ):
-            if isinstance(verdict, Rejected):
+        context: dict[str, object] = {
+            "consumer": self._c.consumer_name,
+            "message_id": entry.message_id,
+            "attempt": retry_count + 1,
+        }
+        if isinstance(verdict, Rejected):
+            with log_context(**context):
                 plan = self._c.outcomes.plan_dead_letter(
                     entry.key,
                     entry.message_id,
@@ -72,11 +74,11 @@ class Deliveries:
                     failure=verdict.failure,
                 )
                 self._carry_out(plan)
-                return
-            with bound_contextvars(
-                event_id=verdict.event_id, correlation_id=verdict.correlation_id
-            ):
-                self._run_handler(entry, verdict, deliveries, retry_count, handler)
+            return
+        context["event_id"] = verdict.event_id
+        context["correlation_id"] = verdict.correlation_id
+        with log_context(**context):
+            self._run_handler(entry, verdict, deliveries, retry_count, handler)
 
     def _run_handler(
         self,
@@ -147,6 +149,6 @@ class Deliveries:
         """Outcomes that Redis refused before (out of memory...) are written again: the
         handler already ran, so its attempt is not repeated and not counted again."""
         for plan in list(self._unwritten.values()):
-            with bound_contextvars(message_id=plan.message_id):
+            with log_context(message_id=plan.message_id):
                 if self._carry_out(plan, again=True).result is Result.UNWRITTEN:
                     return  # still refused: try again next round

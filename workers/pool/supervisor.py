@@ -26,10 +26,9 @@ from types import FrameType
 
 import redis
 import structlog
-from structlog.contextvars import bound_contextvars
 
 from eventbus import DeadLetterQueue, TenantEventBus
-from eventbus.logs import configure_logging
+from eventbus.logs import configure_logging, log_context
 from eventbus.outcomes import Outcomes
 from eventbus.records import FailureInfo
 from workers.pool import sdnotify
@@ -271,7 +270,7 @@ class Supervisor:
     def _fail_timed_out(self, slot: Slot, delivery: tuple[str, str, int], ran_s: float) -> None:
         key, message_id, retry_count = delivery
         context = {"consumer": slot.name, "message_id": message_id, "attempt": retry_count + 1}
-        with bound_contextvars(**context):
+        with log_context(**context):
             self.log.error(
                 "handler_timeout", ran_s=round(ran_s, 1), timeout_s=self.settings.handler_timeout_s
             )
