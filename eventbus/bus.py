@@ -7,6 +7,7 @@ hands out. Every key comes from :class:`~eventbus.keys.TenantKeys`.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from itertools import chain
 from typing import Any, NamedTuple
@@ -15,12 +16,14 @@ import redis
 import structlog
 
 from eventbus.errors import (
+    GUARD_ERRORS,
     EventTooLarge,
     GroupMissing,
     PublishOutcomeUnknown,
     StreamNotFound,
 )
 from eventbus.groupstream import GroupStream, group_row, iter_entries
+from eventbus.guards import Violation, chain_text, check_chain
 from eventbus.keys import TenantKeys, check_tenant, validate_consumer, validate_group
 from eventbus.redis_io import (
     TRANSIENT,
@@ -93,6 +96,8 @@ class TenantEventBus:
         self.redis = bus_client(redis)
         self.scripts = Scripts(self.redis)
         self._groups: dict[tuple[str, str], GroupStream] = {}
+        #: Publishes refused by the agent guards, by reason (hop_limit, cycle, ...).
+        self.refusals: Counter[str] = Counter()
 
     def group(self, stream: str, group: str) -> GroupStream:
         """The mechanism object of ``group`` on ``stream`` (one per pair, kept)."""
@@ -107,6 +112,10 @@ class TenantEventBus:
         if not isinstance(event, AgentEvent):
             raise TypeError(f"publish takes an AgentEvent, got {type(event).__name__}")
         check_tenant(self.tenant_id, event.tenant_id, f"event {event.event_id!r}")
+        st = self.settings
+        violation = check_chain(event.call_chain, st.max_hops, st.max_visits)
+        if violation is not None:
+            raise self.refused(event, violation)
         fields = event.to_stream_dict()
         size = encoded_size(fields)
         if size > self.settings.max_event_bytes:
@@ -116,6 +125,26 @@ class TenantEventBus:
                 "put a reference in context_refs"
             )
         return fields
+
+    def refused(
+        self, event: AgentEvent, violation: Violation, published: Sequence[str] = ()
+    ) -> Exception:
+        """Log and count a guard's refusal of ``event``; returns the error to raise."""
+        self.refusals[violation.reason] += 1
+        log.warning(
+            "publish_refused",
+            tenant=self.tenant_id,
+            reason=violation.reason,
+            event_id=event.event_id,
+            correlation_id=event.correlation_id,
+            call_chain=chain_text(event.call_chain),
+        )
+        error = GUARD_ERRORS[violation.reason]
+        return error(
+            f"event {event.event_id!r} refused: {violation.message}",
+            event_id=event.event_id,
+            published=tuple(published),
+        )
 
     def _prepare(
         self, stream: str, events: Sequence[AgentEvent]

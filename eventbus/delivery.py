@@ -59,11 +59,14 @@ class Deliveries:
             max_deliveries=self._c.settings.max_deliveries,
             max_bytes=self._c.bus.settings.max_event_bytes,
             tenant_id=self._c.bus.tenant_id,
+            max_hops=self._c.bus.settings.max_hops,
+            max_visits=self._c.bus.settings.max_visits,
         )
         with bound_contextvars(
             consumer=self._c.consumer_name, message_id=entry.message_id, attempt=retry_count + 1
         ):
             if isinstance(verdict, Rejected):
+                self._c.stats[f"rejected_{verdict.reason}"] += 1
                 plan = self._c.outcomes.plan_dead_letter(
                     entry.key,
                     entry.message_id,
