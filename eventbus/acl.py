@@ -32,6 +32,13 @@ _PUBLISH = (
     "xinfo|groups",
     "xinfo|stream",
     "time",
+    # the agent guards in publish.lua: halted requests, budgets, spent marks, the trace
+    "hexists",
+    "hmget",
+    "hincrby",
+    "pexpire",
+    "zadd",
+    "zremrangebyscore",
 )
 # Consumers, the pool's periodic jobs, the DLQ and the operator CLI.
 _CONSUME = (
@@ -84,6 +91,10 @@ _VIEW = (
     "xinfo|consumers",
     "zcard",
     "time",
+    # agent guards: the stopped requests (read each 0.5 s) and ctx.charge (charge.lua)
+    "hkeys",
+    "hget",
+    "hincrbyfloat",
 )
 
 ROLES: dict[str, tuple[str, ...]] = {

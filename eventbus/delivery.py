@@ -17,6 +17,7 @@ from eventbus.handler import DeliveryObserver, Handler, HandlerContext
 from eventbus.intake import Rejected, screen
 from eventbus.outcomes import Outcome, Planned, Result
 from eventbus.records import FailureInfo, retry_count_of
+from eventbus.requests import StoppedCache
 from eventbus.schemas import AgentEvent
 
 if TYPE_CHECKING:
@@ -40,6 +41,7 @@ class Deliveries:
         self._observers = tuple(observers)
         self._on_retry = on_retry  # a retry is due after this many seconds
         self._unwritten: dict[tuple[str, str], Planned] = {}  # outcomes Redis refused
+        self._stopped = StoppedCache(consumer.bus.requests)  # halted / spent requests
 
     def is_unwritten(self, key: str, message_id: str) -> bool:
         return (key, message_id) in self._unwritten
@@ -61,6 +63,7 @@ class Deliveries:
             tenant_id=self._c.bus.tenant_id,
             max_hops=self._c.bus.settings.max_hops,
             max_visits=self._c.bus.settings.max_visits,
+            stopped=self._stopped.current(),
         )
         with bound_contextvars(
             consumer=self._c.consumer_name, message_id=entry.message_id, attempt=retry_count + 1
@@ -99,6 +102,7 @@ class Deliveries:
                 retry_count=retry_count,
                 log=self._c.log,
                 bus=self._c.bus,
+                correlation_id=event.correlation_id,
             )
 
         for observer in self._observers:
