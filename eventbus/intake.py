@@ -26,6 +26,8 @@ from eventbus.schemas import AgentEvent
 class Rejected:
     reason: str
     failure: FailureInfo
+    #: The decoded event, when an agent guard rejected it (for its request's trace).
+    event: AgentEvent | None = None
 
 
 def poison(deliveries: int, max_deliveries: int) -> Rejected:
@@ -75,5 +77,6 @@ def screen(
     )
     if violation is not None:
         error_type = GUARD_ERRORS[violation.reason].__name__
-        return Rejected(violation.reason, FailureInfo(error_type, violation.message, ""))
+        failure = FailureInfo(error_type, violation.message, "")
+        return Rejected(violation.reason, failure, event)
     return event

@@ -22,6 +22,12 @@ log = structlog.get_logger("eventbus.requests")
 #: How long a consumer trusts its copy of the halted and spent requests (s): a halt takes
 #: effect within about this (plus the handler in hand).
 STOPPED_REFRESH_S = 0.5
+#: Before an event is dead-lettered as halted or over budget, the copy is read again if it
+#: is older than this (s): a resume or a raised budget is never missed, and a backlog of a
+#: halted request costs one read per this interval, not one per event.
+STOPPED_CONFIRM_S = 0.05
+#: The dead-letter reasons of stopped requests.
+STOP_REASONS = (REASON_HALTED, REASON_BUDGET_EXCEEDED)
 
 
 @dataclass(frozen=True)
@@ -43,9 +49,10 @@ class Requests:
     def __init__(self, bus: TenantEventBus) -> None:
         self._bus = bus
         self.keys = bus.keys
-        #: Requests this process itself saw stopped (a charge that spent a budget, a
-        #: refused publish, a halt) since its consumers last read Redis: they act on them
-        #: at once, without waiting for the next refresh.
+        #: Requests this process itself stopped or lifted (a charge that spent a budget, a
+        #: refused publish, a halt -> the reason; a resume, a new budget -> "") since its
+        #: consumers last read Redis: they act on them at once, without waiting for the
+        #: next refresh.
         self.recent: dict[str, str] = {}
 
     @property
@@ -75,7 +82,7 @@ class Requests:
             pipe.zrem(self.keys.spent(), correlation_id)
             pipe.execute()
         if self.recent.get(correlation_id) == REASON_BUDGET_EXCEEDED:
-            del self.recent[correlation_id]
+            del self.recent[correlation_id]  # (a cached spent mark is re-read before use)
         log.info("budget_set", tenant=self._bus.tenant_id, correlation_id=correlation_id, **limits)
         return self.budget(correlation_id)
 
@@ -142,8 +149,7 @@ class Requests:
         validate_correlation_id(correlation_id)
         with translated(f"resume request {correlation_id!r}"):
             removed = self._bus.redis.hdel(self.keys.halted(), correlation_id)
-        if self.recent.get(correlation_id) == REASON_HALTED:
-            del self.recent[correlation_id]
+        self.recent[correlation_id] = ""  # lifted
         log.info("request_resumed", tenant=self._bus.tenant_id, correlation_id=correlation_id)
         return bool(removed)
 
@@ -174,11 +180,16 @@ class StoppedCache:
         self._at = float("-inf")
         self._stopped: dict[str, str] = {}
 
-    def current(self) -> dict[str, str]:
+    def current(self, max_age_s: float | None = None) -> dict[str, str]:
+        """The stopped requests, read again if the copy is older than ``max_age_s``
+        (default: the refresh interval)."""
         now = time.monotonic()
         recent = self._requests.recent
-        if now - self._at >= self._refresh_s:
+        if now - self._at >= (self._refresh_s if max_age_s is None else max_age_s):
             self._stopped = self._requests.stopped()
             self._at = now
             recent.clear()  # Redis knows them now (or they were lifted meanwhile)
-        return {**self._stopped, **recent} if recent else self._stopped
+        if not recent:
+            return self._stopped
+        merged = {**self._stopped, **recent}
+        return {cid: reason for cid, reason in merged.items() if reason}

@@ -31,8 +31,9 @@
 -- budget refusal marks C as spent in KEYS[4], so queued events of C are dead-lettered).
 -- A budget applies when the budget key exists (set_budget, or charged before) or a tenant
 -- budget is given; only events written are charged (duplicates are free).
--- A trace entry: k published, e event id, p parent id, a source agent, y event type,
--- s stream, m message id; its own id gives the time (eventbus/trace.py reads it).
+-- A trace entry: one field v, a JSON array ["published", event id, parent id or "",
+-- source agent, event type, stream, message id]; its own id gives the time
+-- (eventbus/trace.py reads it; one field per entry keeps a 10,000-event read cheap).
 -- Checks first, then writes; per event: XADD, marker, budget charge, trace. Under OOM the
 -- shebang makes Redis refuse the whole script before it runs, so nothing is half done.
 -- @include _lib.lua
@@ -120,9 +121,9 @@ for _, e in ipairs(events) do
     if e.trace then
       local f = {}
       for j = e.first, e.last, 2 do f[ARGV[j]] = ARGV[j + 1] end
-      redis.call('XADD', e.trace, 'MAXLEN', '~', trace_max, '*', 'k', 'published',
-        'e', f['event_id'], 'p', f['parent_event_id'] or '', 'a', f['source_agent_id'],
-        'y', f['event_type'], 's', ARGV[4], 'm', id)
+      redis.call('XADD', e.trace, 'MAXLEN', '~', trace_max, '*', 'v', cjson.encode({
+        'published', f['event_id'], f['parent_event_id'] or '', f['source_agent_id'],
+        f['event_type'], ARGV[4], id}))
       redis.call('PEXPIRE', e.trace, ttl)
     end
   end
