@@ -135,7 +135,7 @@ class TenantEventBus:
     ) -> Exception:
         """Log and count a guard's refusal of ``event``; returns the error to raise."""
         self.refusals[violation.reason] += 1
-        log.warning(
+        log.info(  # info: the caller gets the error too (and the CLI prints one line)
             "publish_refused",
             tenant=self.tenant_id,
             reason=violation.reason,
