@@ -263,6 +263,8 @@ def test_bad_setting_stops_the_supervisor_with_one_line_and_exit_2(
     assert err == (
         "eventbus-supervisor: error: --tenant / EVENTBUS_TENANT is required (tenant id)\n"
     )
+
+
 def test_agent_guard_limits_reach_the_pools_bus_settings() -> None:
     default = parse_settings([], REQUIRED).bus_settings()
     assert (default.max_hops, default.max_visits, default.budget_events) == (32, 2, 0)
