@@ -39,6 +39,7 @@ from eventbus.requests import Budget, Requests
 from eventbus.schemas import AgentEvent
 from eventbus.scripts import PublishItem, PublishRefused, RequestLimits, Scripts
 from eventbus.settings import BusSettings
+from eventbus.trace import published_record as record
 
 log = structlog.get_logger("eventbus.bus")
 
@@ -95,6 +96,7 @@ class TenantEventBus:
         if maxlen is not None:
             settings = BusSettings(**{**settings.__dict__, "maxlen": maxlen})
         self.settings = settings
+        self._limits = self._request_limits()  # publish.lua's guard arguments
         self.redis = bus_client(redis)
         self.scripts = Scripts(self.redis)
         self._groups: dict[tuple[str, str], GroupStream] = {}
@@ -160,15 +162,14 @@ class TenantEventBus:
             cid = event.correlation_id
             if cid is None:
                 items.append(PublishItem(marker, fields))
+            elif not trace:
+                items.append(PublishItem(marker, fields, cid, self.keys.budget(cid)))
             else:
-                budget = self.keys.budget(cid)
-                items.append(PublishItem(marker, fields, cid, budget, self._trace_key(cid, trace)))
+                budget, key = self.keys.budget(cid), self.keys.trace(cid)
+                items.append(PublishItem(marker, fields, cid, budget, key, record(event, stream)))
         return items
 
-    def _trace_key(self, cid: str, on: bool) -> str:
-        return self.keys.trace(cid) if on else ""
-
-    def _limits(self) -> RequestLimits:
+    def _request_limits(self) -> RequestLimits:
         st = self.settings
         return RequestLimits(
             budget_events=st.budget_events,
@@ -197,7 +198,7 @@ class TenantEventBus:
             "dedupe_ttl_ms": int(st.dedupe_window_s * 1000),
             "maxlen": st.maxlen,
             "slack": st.trim_slack,
-            "limits": self._limits(),
+            "limits": self._limits,
         }
         guarded = any(item.correlation_id for item in batch)
 

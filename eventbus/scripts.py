@@ -66,6 +66,7 @@ class PublishItem(NamedTuple):
     correlation_id: str = ""  # "" = none: not budgeted, not halted, not traced
     budget: str = ""  # t:{T}:budget:{C} when the event has a correlation id
     trace: str = ""  # t:{T}:trace:{C} when it has one and the trace is on
+    record: str = ""  # its trace record up to the message id (see publish.lua)
 
 
 @dataclass(frozen=True)
@@ -134,7 +135,7 @@ class Scripts:
                 keys.append(item.budget)
                 if limits.trace_max:
                     keys.append(item.trace)
-            args += (2 * len(item.fields), item.correlation_id)
+            args += (2 * len(item.fields), item.correlation_id, item.record)
             for pair in item.fields.items():
                 args += pair
         return self._call(self._publish, keys, args, client)

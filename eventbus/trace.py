@@ -130,10 +130,23 @@ def _time_ms(entry_id: str) -> int:
     return int(entry_id.partition("-")[0])
 
 
+def published_record(event: AgentEvent, stream: str) -> str:
+    """The trace record of a publish up to its message id, which publish.lua appends
+    (with the closing '"]')."""
+    record = [PUBLISHED, event.event_id, event.parent_event_id or "", event.source_agent_id]
+    record += [event.event_type.value, stream]
+    return _dumps(record)[:-1] + ',"'
+
+
+def _dumps(value: object) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
 def build_tree(correlation_id: str, entries: Iterable[tuple[str, Sequence[str]]]) -> Trace:
     """The tree of ``entries`` (trace entry id, record), oldest first. Pure.
 
-    Records: ``[published, event id, parent id or "", agent, type, stream, message id]``
+    Records (a trace entry holds a JSON array of them, all at the entry's time):
+    ``[published, event id, parent id or "", agent, type, stream, message id]``
     (publish.lua) or ``[kind, event id, stream, group, detail]`` (outcomes). An event whose
     parent is not in the trace (the request's first event, or a parent cut by the size
     cap) is a root. Children are in publish order."""
@@ -177,7 +190,9 @@ def read_trace(bus: TenantEventBus, correlation_id: str) -> Trace:
     with translated(f"read the trace of request {correlation_id!r}"):
         while True:
             chunk: Any = bus.redis.xrange(key, start, "+", count=READ_CHUNK)
-            entries += [(entry_id.decode(), loads(fields[b"v"])) for entry_id, fields in chunk]
+            for entry_id, fields in chunk:
+                at = entry_id.decode()
+                entries += [(at, rec) for rec in loads(fields[b"v"])]
             if len(chunk) < READ_CHUNK:
                 break
             start = "(" + entries[-1][0]
@@ -210,16 +225,20 @@ class TraceWriter:
 
 
 def write(bus: TenantEventBus, notes: list[tuple[str, list[str]]]) -> None:
-    """Append outcome notes to the traces that exist (one pipeline); failures are logged."""
+    """Append outcome notes to the traces that exist: one entry per trace (its records in
+    one JSON array), one pipeline; failures are logged."""
     st = bus.settings
     ttl_ms = int(st.request_ttl_s * 1000)
+    by_key: dict[str, list[list[str]]] = {}
+    for key, record in notes:
+        by_key.setdefault(key, []).append(record)
     try:
         with translated("write trace notes"):
             pipe = bus.redis.pipeline(transaction=False)
-            for key, record in notes:
+            for key, records in by_key.items():
                 pipe.xadd(
                     key,
-                    {"v": json.dumps(record, separators=(",", ":"), ensure_ascii=False)},
+                    {"v": _dumps(records)},
                     maxlen=st.trace_max_events,
                     approximate=True,
                     nomkstream=True,

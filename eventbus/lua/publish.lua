@@ -20,9 +20,10 @@
 -- ARGV[6]  budget_units    (units)    the tenant's unit budget per request; 0 = none
 -- ARGV[7]  request_ttl_ms  (ms)       budget, trace and spent mark live this long after
 --                                     the request's last event
--- ARGV[8]  trace_max       (entries)  trace length cap (about); 0 = no trace
+-- ARGV[8]  trace_max       (entries)  trace length cap (about, in entries); 0 = no trace
 -- ARGV[9..] for each event i: n (the number of field items), its correlation id ('' =
---           none), then n items: field, value, field, value, ... (the encoded event)
+--           none), its trace record without the message id ('' = none; see below), then
+--           n items: field, value, field, value, ... (the encoded event)
 -- Returns {message_id_1, written_1, message_id_2, written_2, ...}: written 1 when the event
 -- was added now, 0 when its event_id was already published within the dedupe window
 -- (earlier, or earlier in this batch): nothing written for it, the first message id.
@@ -31,10 +32,13 @@
 -- budget refusal marks C as spent in KEYS[4], so queued events of C are dead-lettered).
 -- A budget applies when the budget key exists (set_budget, or charged before) or a tenant
 -- budget is given; only events written are charged (duplicates are free).
--- A trace entry: one field v, a JSON array ["published", event id, parent id or "",
--- source agent, event type, stream, message id]; its own id gives the time
--- (eventbus/trace.py reads it; one field per entry keeps a 10,000-event read cheap).
--- Checks first, then writes; per event: XADD, marker, budget charge, trace. Under OOM the
+-- Trace: one entry per request per call, one field v: a JSON array of records
+-- ["published", event id, parent id or "", source agent, event type, stream, message id];
+-- the caller sends each record up to the message id ('["published",...,"<stream>","'),
+-- this script appends the id and '"]'. The entry's id gives the time (eventbus/trace.py
+-- reads it). One entry and one PEXPIRE per request and call keep the trace cheap.
+-- Checks first, then writes: per event XADD and marker; per request one budget charge
+-- and one trace entry. Under OOM the
 -- shebang makes Redis refuse the whole script before it runs, so nothing is half done.
 -- @include _lib.lua
 
@@ -45,7 +49,8 @@ local seen = {}
 local at, k = 9, 5
 while at <= #ARGV do
   local n = tonumber(ARGV[at])
-  local e = {first = at + 2, last = at + 1 + n, cid = ARGV[at + 1], marker = KEYS[k]}
+  local e = {first = at + 3, last = at + 2 + n, cid = ARGV[at + 1], marker = KEYS[k]}
+  e.record = ARGV[at + 2]
   k = k + 1
   if e.cid ~= '' then
     e.budget = KEYS[k]
@@ -101,6 +106,7 @@ for i, e in ipairs(events) do
 end
 
 -- Writes.
+local traces, trace_keys, charged = {}, {}, {}
 local out = {}
 local written = false
 for _, e in ipairs(events) do
@@ -115,18 +121,32 @@ for _, e in ipairs(events) do
     out[#out + 1] = 1
     written = true
     if e.cid ~= '' and budgets[e.cid].on then
-      redis.call('HINCRBY', e.budget, 'events', 1)
-      redis.call('PEXPIRE', e.budget, ttl)
+      local b = budgets[e.cid]
+      if not b.charged then
+        b.charged, b.key = 0, e.budget
+        charged[#charged + 1] = b
+      end
+      b.charged = b.charged + 1
     end
     if e.trace then
-      local f = {}
-      for j = e.first, e.last, 2 do f[ARGV[j]] = ARGV[j + 1] end
-      redis.call('XADD', e.trace, 'MAXLEN', '~', trace_max, '*', 'v', cjson.encode({
-        'published', f['event_id'], f['parent_event_id'] or '', f['source_agent_id'],
-        f['event_type'], ARGV[4], id}))
-      redis.call('PEXPIRE', e.trace, ttl)
+      local records = traces[e.trace]
+      if not records then
+        records = {}
+        traces[e.trace] = records
+        trace_keys[#trace_keys + 1] = e.trace
+      end
+      records[#records + 1] = e.record .. id .. '"]'
     end
   end
+end
+for _, b in ipairs(charged) do
+  redis.call('HINCRBY', b.key, 'events', b.charged)
+  redis.call('PEXPIRE', b.key, ttl)
+end
+for _, key in ipairs(trace_keys) do
+  redis.call('XADD', key, 'MAXLEN', '~', trace_max, '*', 'v',
+    '[' .. table.concat(traces[key], ',') .. ']')
+  redis.call('PEXPIRE', key, ttl)
 end
 if written then
   redis.call('SADD', KEYS[2], ARGV[4])
