@@ -158,15 +158,19 @@ class TenantEventBus:
         markers = self.keys.dedupe_all(stream, [e.event_id for e in events])
         trace = self.settings.trace
         items = []
+        request_keys: dict[str, tuple[str, str]] = {}  # a batch is mostly one request
         for event, marker, fields in zip(events, markers, encoded, strict=True):
             cid = event.correlation_id
             if cid is None:
                 items.append(PublishItem(marker, fields))
-            elif not trace:
-                items.append(PublishItem(marker, fields, cid, self.keys.budget(cid)))
-            else:
-                budget, key = self.keys.budget(cid), self.keys.trace(cid)
-                items.append(PublishItem(marker, fields, cid, budget, key, record(event, stream)))
+                continue
+            found = request_keys.get(cid)
+            if found is None:
+                trace_key = self.keys.trace(cid) if trace else ""
+                found = request_keys[cid] = (self.keys.budget(cid), trace_key)
+            budget, trace_key = found
+            note = record(event, stream) if trace else ""
+            items.append(PublishItem(marker, fields, cid, budget, trace_key, note))
         return items
 
     def _request_limits(self) -> RequestLimits:

@@ -133,9 +133,17 @@ def _time_ms(entry_id: str) -> int:
 def published_record(event: AgentEvent, stream: str) -> str:
     """The trace record of a publish up to its message id, which publish.lua appends
     (with the closing '"]')."""
-    record = [PUBLISHED, event.event_id, event.parent_event_id or "", event.source_agent_id]
-    record += [event.event_type.value, stream]
-    return _dumps(record)[:-1] + ',"'
+    parts = (event.event_id, event.parent_event_id or "", event.source_agent_id, stream)
+    eid, parent, agent, name = (_json_str(p) for p in parts)
+    kind = event.event_type.value  # an enum value: plain lowercase ASCII
+    return f'["{PUBLISHED}",{eid},{parent},{agent},"{kind}",{name},"'
+
+
+def _json_str(text: str) -> str:
+    """``text`` as a JSON string; most ids need no escaping (the fast path)."""
+    if text.isascii() and text.isprintable() and '"' not in text and "\\" not in text:
+        return f'"{text}"'
+    return json.dumps(text, ensure_ascii=False)
 
 
 def _dumps(value: object) -> str:
