@@ -23,9 +23,10 @@ log = structlog.get_logger("eventbus.requests")
 #: effect within about this (plus the handler in hand).
 STOPPED_REFRESH_S = 0.5
 #: Before an event is dead-lettered as halted or over budget, the copy is read again if it
-#: is older than this (s): a resume or a raised budget is never missed, and a backlog of a
-#: halted request costs one read per this interval, not one per event.
-STOPPED_CONFIRM_S = 0.05
+#: is older than this (s; 0 = always): an event replayed after a resume (or a raised
+#: budget) is read after it, so the fresh copy sees it. A backlog of a halted request
+#: costs one extra read per event (a rare path: the kill switch).
+STOPPED_CONFIRM_S = 0.0
 #: The dead-letter reasons of stopped requests.
 STOP_REASONS = (REASON_HALTED, REASON_BUDGET_EXCEEDED)
 
