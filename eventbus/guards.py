@@ -41,7 +41,7 @@ def check_chain(call_chain: Sequence[str], max_hops: int, max_visits: int) -> Vi
             f"call_chain has {len(call_chain)} hops, over the limit of {max_hops}: "
             f"{chain_text(call_chain)}",
         )
-    if max_visits and len(call_chain) > max_visits:
+    if max_visits and len(call_chain) > max_visits and len(set(call_chain)) < len(call_chain):
         agent, visits = Counter(call_chain).most_common(1)[0]
         if visits > max_visits:
             return Violation(

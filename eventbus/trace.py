@@ -33,7 +33,7 @@ REPLAYED = "replayed"
 READ_CHUNK = 10_000
 
 
-@dataclass
+@dataclass(slots=True)
 class TraceNode:
     """One event of a request and what became of it."""
 
@@ -163,7 +163,14 @@ def build_tree(correlation_id: str, entries: Iterable[tuple[str, Sequence[str]]]
         kind, event_id = rec[0], rec[1]
         node = nodes.get(event_id)
         if node is None:
-            node = nodes[event_id] = TraceNode(event_id, time_ms=_time_ms(entry_id))
+            ms = int(entry_id.partition("-")[0])
+            if kind == PUBLISHED:  # the usual case: one constructor call
+                parent = rec[2] or None
+                nodes[event_id] = TraceNode(
+                    event_id, parent, rec[3], rec[4], rec[5], rec[6], ms, True
+                )
+                continue
+            node = nodes[event_id] = TraceNode(event_id, time_ms=ms)
         if kind == PUBLISHED:
             if not node.published:
                 node.published = True
