@@ -98,6 +98,7 @@ class Scripts:
     def __init__(self, client: redis.Redis) -> None:
         self._publish = client.register_script(load_source("publish.lua"))
         self._charge = client.register_script(load_source("charge.lua"))
+        self._trace_read = client.register_script(load_source("trace_read.lua"))
         self._ack_and_retry = client.register_script(load_source("ack_and_retry.lua"))
         self._promote_due = client.register_script(load_source("promote_due.lua"))
         self._ack_and_dead_letter = client.register_script(load_source("ack_and_dead_letter.lua"))
@@ -163,6 +164,11 @@ class Scripts:
         args = [units, budget_units, request_ttl_ms, correlation_id]
         used, spent = self._call(self._charge, (budget_key, spent_key), args, None)
         return float(used), int(spent) == 1
+
+    def trace_read(self, trace_key: str, start: str, count: int) -> tuple[str, str, int]:
+        """A chunk of a trace as one JSON text: (json, last entry id, entries read)."""
+        text, last, n = self._call(self._trace_read, (trace_key,), [start, count], None)
+        return _s(text), _s(last), int(n)
 
     def ack_and_retry(
         self,

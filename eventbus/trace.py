@@ -201,16 +201,14 @@ def read_trace(bus: TenantEventBus, correlation_id: str) -> Trace:
     key = bus.keys.trace(correlation_id)
     entries: list[tuple[str, list[str]]] = []
     start = "-"
-    loads = json.loads
     with translated(f"read the trace of request {correlation_id!r}"):
         while True:
-            chunk: Any = bus.redis.xrange(key, start, "+", count=READ_CHUNK)
-            for entry_id, fields in chunk:
-                at = entry_id.decode()
-                entries += [(at, rec) for rec in loads(fields[b"v"])]
-            if len(chunk) < READ_CHUNK:
+            text, last, n = bus.scripts.trace_read(key, start, READ_CHUNK)
+            for at, records in json.loads(text):
+                entries += [(at, rec) for rec in records]
+            if n < READ_CHUNK:
                 break
-            start = "(" + entries[-1][0]
+            start = "(" + last
     return build_tree(correlation_id, entries)
 
 
