@@ -73,11 +73,11 @@ end
 local budgets = {}
 for i, e in ipairs(events) do
   if e.cid ~= '' and not (e.existing or e.dup_of) then
-    if redis.call('HEXISTS', KEYS[3], e.cid) == 1 then
-      return {'REFUSED', i, 'halted', e.cid, 'halted by an operator'}
-    end
     local b = budgets[e.cid]
-    if not b then
+    if not b then  -- once per request and call
+      if redis.call('HEXISTS', KEYS[3], e.cid) == 1 then
+        return {'REFUSED', i, 'halted', e.cid, 'halted by an operator'}
+      end
       local h = redis.call('HMGET', e.budget, 'events', 'units', 'max_events', 'max_units')
       b = {
         exists = h[1] ~= false or h[3] ~= false or h[4] ~= false,
