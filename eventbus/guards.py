@@ -8,7 +8,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from eventbus.records import REASON_BUDGET_EXCEEDED, REASON_CYCLE, REASON_HALTED, REASON_HOP_LIMIT
+from eventbus.records import REASON_CYCLE, REASON_HALTED, REASON_HOP_LIMIT
 
 
 @dataclass(frozen=True)
@@ -54,8 +54,8 @@ def check_chain(call_chain: Sequence[str], max_hops: int, max_visits: int) -> Vi
 
 def check_request(correlation_id: str | None, stopped: Mapping[str, str]) -> Violation | None:
     """None unless the event's request is halted or has spent its budget. ``stopped`` maps
-    correlation ids to :data:`REASON_HALTED` or :data:`REASON_BUDGET_EXCEEDED` (what the
-    consumer last read from Redis). Events without a correlation id are never stopped."""
+    correlation ids to ``halted`` or ``budget_exceeded`` (what the consumer last read from
+    Redis). Events without a correlation id are never stopped."""
     if correlation_id is None:
         return None
     reason = stopped.get(correlation_id)
@@ -63,6 +63,3 @@ def check_request(correlation_id: str | None, stopped: Mapping[str, str]) -> Vio
         return None
     what = "is halted" if reason == REASON_HALTED else "has spent its budget"
     return Violation(reason, f"request {correlation_id!r} {what}")
-
-
-__all__ = ["REASON_BUDGET_EXCEEDED", "Violation", "chain_text", "check_chain", "check_request"]
