@@ -72,6 +72,10 @@ _CONSUME = (
     "smembers",
     "sismember",  # TenantEventBus.stream_known (the CLI and the web console)
     "time",
+    # agent guards: the stopped requests (read each 0.5 s) and ctx.charge (charge.lua)
+    "hkeys",
+    "hget",
+    "hincrbyfloat",
 )
 
 # The web console's read-only operator: overview, DLQ pages and the audit stream. No
@@ -91,10 +95,6 @@ _VIEW = (
     "xinfo|consumers",
     "zcard",
     "time",
-    # agent guards: the stopped requests (read each 0.5 s) and ctx.charge (charge.lua)
-    "hkeys",
-    "hget",
-    "hincrbyfloat",
 )
 
 ROLES: dict[str, tuple[str, ...]] = {
