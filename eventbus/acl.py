@@ -32,6 +32,13 @@ _PUBLISH = (
     "xinfo|groups",
     "xinfo|stream",
     "time",
+    # the agent guards in publish.lua: halted requests, budgets, spent marks, the trace
+    "hexists",
+    "hmget",
+    "hincrby",
+    "pexpire",
+    "zadd",
+    "zremrangebyscore",
 )
 # Consumers, the pool's periodic jobs, the DLQ and the operator CLI.
 _CONSUME = (
@@ -65,6 +72,10 @@ _CONSUME = (
     "smembers",
     "sismember",  # TenantEventBus.stream_known (the CLI and the web console)
     "time",
+    # agent guards: the stopped requests (read each 0.5 s) and ctx.charge (charge.lua)
+    "hkeys",
+    "hget",
+    "hincrbyfloat",
 )
 
 # The web console's read-only operator: overview, DLQ pages and the audit stream. No

@@ -7,6 +7,7 @@ hands out. Every key comes from :class:`~eventbus.keys.TenantKeys`.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from itertools import chain
 from typing import Any, NamedTuple
@@ -15,13 +16,16 @@ import redis
 import structlog
 
 from eventbus.errors import (
+    GUARD_ERRORS,
     EventTooLarge,
     GroupMissing,
     PublishOutcomeUnknown,
     StreamNotFound,
 )
 from eventbus.groupstream import GroupStream, group_row, iter_entries
+from eventbus.guards import Violation, chain_text, check_chain
 from eventbus.keys import TenantKeys, check_tenant, validate_consumer, validate_group
+from eventbus.records import REASON_HALTED
 from eventbus.redis_io import (
     TRANSIENT,
     bus_client,
@@ -31,9 +35,11 @@ from eventbus.redis_io import (
     s,
     translated,
 )
+from eventbus.requests import Budget, Requests
 from eventbus.schemas import AgentEvent
-from eventbus.scripts import Scripts
+from eventbus.scripts import PublishItem, PublishRefused, RequestLimits, Scripts
 from eventbus.settings import BusSettings
+from eventbus.trace import published_record as record
 
 log = structlog.get_logger("eventbus.bus")
 
@@ -90,9 +96,14 @@ class TenantEventBus:
         if maxlen is not None:
             settings = BusSettings(**{**settings.__dict__, "maxlen": maxlen})
         self.settings = settings
+        self._limits = self._request_limits()  # publish.lua's guard arguments
         self.redis = bus_client(redis)
         self.scripts = Scripts(self.redis)
         self._groups: dict[tuple[str, str], GroupStream] = {}
+        #: Publishes refused by the agent guards, by reason (hop_limit, cycle, ...).
+        self.refusals: Counter[str] = Counter()
+        #: Budgets, halts and resumes of the tenant's requests (correlation ids).
+        self.requests = Requests(self)
 
     def group(self, stream: str, group: str) -> GroupStream:
         """The mechanism object of ``group`` on ``stream`` (one per pair, kept)."""
@@ -107,6 +118,10 @@ class TenantEventBus:
         if not isinstance(event, AgentEvent):
             raise TypeError(f"publish takes an AgentEvent, got {type(event).__name__}")
         check_tenant(self.tenant_id, event.tenant_id, f"event {event.event_id!r}")
+        st = self.settings
+        violation = check_chain(event.call_chain, st.max_hops, st.max_visits)
+        if violation is not None:
+            raise self.refused(event, violation)
         fields = event.to_stream_dict()
         size = encoded_size(fields)
         if size > self.settings.max_event_bytes:
@@ -117,43 +132,118 @@ class TenantEventBus:
             )
         return fields
 
-    def _prepare(
-        self, stream: str, events: Sequence[AgentEvent]
-    ) -> tuple[str, list[tuple[str, dict[str, str]]]]:
-        """Validate and encode every event before anything is sent: (stream key, batch)."""
+    def refused(
+        self, event: AgentEvent, violation: Violation, published: Sequence[str] = ()
+    ) -> Exception:
+        """Log and count a guard's refusal of ``event``; returns the error to raise."""
+        self.refusals[violation.reason] += 1
+        log.info(  # info: the caller gets the error too (and the CLI prints one line)
+            "publish_refused",
+            tenant=self.tenant_id,
+            reason=violation.reason,
+            event_id=event.event_id,
+            correlation_id=event.correlation_id,
+            call_chain=chain_text(event.call_chain),
+        )
+        error = GUARD_ERRORS[violation.reason]
+        return error(
+            f"event {event.event_id!r} refused: {violation.message}",
+            event_id=event.event_id,
+            published=tuple(published),
+        )
+
+    def _prepare(self, stream: str, events: Sequence[AgentEvent]) -> list[PublishItem]:
+        """Validate and encode every event before anything is sent."""
         encoded = [self._encode(e) for e in events]
         markers = self.keys.dedupe_all(stream, [e.event_id for e in events])
-        return self.keys.stream(stream), list(zip(markers, encoded, strict=True))
+        trace = self.settings.trace
+        items = []
+        request_keys: dict[str, tuple[str, str]] = {}  # a batch is mostly one request
+        for event, marker, fields in zip(events, markers, encoded, strict=True):
+            cid = event.correlation_id
+            if cid is None:
+                items.append(PublishItem(marker, fields))
+                continue
+            found = request_keys.get(cid)
+            if found is None:
+                trace_key = self.keys.trace(cid) if trace else ""
+                found = request_keys[cid] = (self.keys.budget(cid), trace_key)
+            budget, trace_key = found
+            note = record(event, stream) if trace else ""
+            items.append(PublishItem(marker, fields, cid, budget, trace_key, note))
+        return items
+
+    def _request_limits(self) -> RequestLimits:
+        st = self.settings
+        return RequestLimits(
+            budget_events=st.budget_events,
+            budget_units=st.budget_units,
+            request_ttl_ms=int(st.request_ttl_s * 1000),
+            trace_max=st.trace_max_events if st.trace else 0,
+        )
 
     def _publish_batch(
         self, stream: str, events: Sequence[AgentEvent], what: str
     ) -> list[tuple[str, bool]]:
-        """One round trip: one publish.lua call per chunk of events (Redis serves nobody
-        else while a call runs, so a big batch is split), retried on connection errors."""
-        stream_key, batch = self._prepare(stream, events)
+        """One publish.lua call per chunk of events (Redis serves nobody else while a call
+        runs, so a big batch is split), retried on connection errors. Chunks go in one
+        round trip, or one after the other when events carry correlation ids (a guard may
+        refuse a chunk: the later ones must not be written then)."""
+        batch = self._prepare(stream, events)
         st = self.settings
         chunks = [batch[i : i + PUBLISH_CHUNK] for i in range(0, len(batch), PUBLISH_CHUNK)]
-        registry = self.keys.registry()
-        options = {
+        tenant_keys = (
+            self.keys.stream(stream),
+            self.keys.registry(),
+            self.keys.halted(),
+            self.keys.spent(),
+        )
+        options: dict[str, Any] = {
             "dedupe_ttl_ms": int(st.dedupe_window_s * 1000),
             "maxlen": st.maxlen,
             "slack": st.trim_slack,
+            "limits": self._limits,
         }
+        guarded = any(item.correlation_id for item in batch)
 
-        def once() -> list[tuple[str, bool]]:
-            if len(chunks) == 1:
-                reply = self.scripts.publish(stream_key, registry, stream, chunks[0], **options)
-                return Scripts.parse_publish(reply)
-            pipe = self.redis.pipeline(transaction=False)
-            for chunk in chunks:
-                self.scripts.publish(stream_key, registry, stream, chunk, **options, client=pipe)
-            return [pair for reply in pipe.execute() for pair in Scripts.parse_publish(reply)]
+        def call(chunk: list[PublishItem], client: Any = None) -> Any:
+            return self.scripts.publish(tenant_keys, stream, chunk, **options, client=client)
+
+        def once() -> tuple[list[tuple[str, bool]], tuple[int, PublishRefused] | None]:
+            if len(chunks) > 1 and not guarded:
+                pipe = self.redis.pipeline(transaction=False)
+                for chunk in chunks:
+                    call(chunk, pipe)
+                replies = [Scripts.parse_publish(reply) for reply in pipe.execute()]
+            else:
+                replies = []
+                for chunk in chunks:
+                    replies.append(Scripts.parse_publish(call(chunk)))
+                    if isinstance(replies[-1], PublishRefused):
+                        break
+            done: list[tuple[str, bool]] = []
+            for n, reply in enumerate(replies):
+                if isinstance(reply, PublishRefused):
+                    return done, (n * PUBLISH_CHUNK + reply.index, reply)
+                done += reply
+            return done, None
 
         with translated(what):
             try:
-                return call_with_retries(once, st.retry_budget_s)
+                done, refused = call_with_retries(once, st.retry_budget_s)
             except TRANSIENT as exc:
                 raise PublishOutcomeUnknown(events[0].event_id, stream, exc) from exc
+        if refused is not None:
+            index, refusal = refused
+            message = f"request {refusal.correlation_id!r} "
+            if refusal.reason == REASON_HALTED:
+                message += "is halted ('eventbus resume' lifts it)"
+            else:
+                message += f"has spent its budget ({refusal.detail})"
+            self.requests.recent[refusal.correlation_id] = refusal.reason
+            published = [message_id for message_id, _ in done]
+            raise self.refused(events[index], Violation(refusal.reason, message), published)
+        return done
 
     def publish(self, stream: str, event: AgentEvent) -> str:
         """Append ``event`` to the tenant's ``stream``; returns its message id.
@@ -183,6 +273,22 @@ class TenantEventBus:
             return []
         replies = self._publish_batch(stream, events, f"publish_many to {stream!r}")
         return [message_id for message_id, _ in replies]
+
+    # -- agent guards: requests ----------------------------------------------------------
+
+    def set_budget(
+        self, correlation_id: str, *, events: int | None = None, units: float | None = None
+    ) -> Budget:
+        """Give request ``correlation_id`` its own budget of events and/or cost units."""
+        return self.requests.set_budget(correlation_id, events=events, units=units)
+
+    def halt(self, correlation_id: str) -> bool:
+        """Halt a request across every stream and pool of the tenant (within about 1 s)."""
+        return self.requests.halt(correlation_id)
+
+    def resume(self, correlation_id: str) -> bool:
+        """Undo :meth:`halt`; replay its dead letters (reason ``halted``) to go on."""
+        return self.requests.resume(correlation_id)
 
     # -- groups and reading --------------------------------------------------------------
 

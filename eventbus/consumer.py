@@ -164,6 +164,7 @@ class EventConsumer:
                 self._acks.flush()
             except EventBusError as exc:
                 self.log.warning("final_ack_failed", error=error_text(exc))
+            self._deliveries.trace.flush()
             self._heartbeat.close()
             self.log.info("consumer_stopped", **dict(self.stats))
             self._stop_requested = False
@@ -201,6 +202,7 @@ class EventConsumer:
     def _round(self, handler: Handler, block_ms: int | None, acks_with_read: bool) -> int:
         self._ensure_groups()
         self._deliveries.write_unwritten()
+        self._deliveries.trace.flush()  # outcome notes of the last round (traced requests)
         if self._phase is Phase.RECOVER:
             done = self._recover(handler)
             if done:

@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from eventbus import handler as handlers
+from eventbus import trace
 from eventbus.acks import AckBuffer
 from eventbus.groupstream import RawEntry
 from eventbus.handler import DeliveryObserver, Handler, HandlerContext
@@ -16,7 +17,9 @@ from eventbus.intake import Rejected, screen
 from eventbus.logs import log_context
 from eventbus.outcomes import Outcome, Planned, Result
 from eventbus.records import FailureInfo, retry_count_of
+from eventbus.requests import STOP_REASONS, STOPPED_CONFIRM_S, StoppedCache
 from eventbus.schemas import AgentEvent
+from eventbus.trace import TraceWriter
 
 if TYPE_CHECKING:
     from eventbus.consumer import EventConsumer
@@ -39,6 +42,8 @@ class Deliveries:
         self._observers = tuple(observers)
         self._on_retry = on_retry  # a retry is due after this many seconds
         self._unwritten: dict[tuple[str, str], Planned] = {}  # outcomes Redis refused
+        self._stopped = StoppedCache(consumer.bus.requests)  # halted / spent requests
+        self.trace = TraceWriter(consumer.bus, consumer.stream, consumer.group)
 
     def is_unwritten(self, key: str, message_id: str) -> bool:
         return (key, message_id) in self._unwritten
@@ -52,19 +57,17 @@ class Deliveries:
             # is done first, or the events before it are handled again at a crash.
             self._acks.flush()
         retry_count = retry_count_of(entry.fields)
-        verdict = screen(
-            entry.fields,
-            deliveries,
-            max_deliveries=self._c.settings.max_deliveries,
-            max_bytes=self._c.bus.settings.max_event_bytes,
-            tenant_id=self._c.bus.tenant_id,
-        )
+        verdict = self._screen(entry, deliveries, self._stopped.current())
+        if isinstance(verdict, Rejected) and verdict.reason in STOP_REASONS:
+            # confirm with a fresh copy: the request may have been resumed meanwhile
+            verdict = self._screen(entry, deliveries, self._stopped.current(STOPPED_CONFIRM_S))
         context: dict[str, object] = {
             "consumer": self._c.consumer_name,
             "message_id": entry.message_id,
             "attempt": retry_count + 1,
         }
         if isinstance(verdict, Rejected):
+            self._c.stats[f"rejected_{verdict.reason}"] += 1
             with log_context(**context):
                 plan = self._c.outcomes.plan_dead_letter(
                     entry.key,
@@ -73,12 +76,28 @@ class Deliveries:
                     reason=verdict.reason,
                     failure=verdict.failure,
                 )
-                self._carry_out(plan)
+                if self._carry_out(plan).result is Result.DEAD_LETTERED:
+                    self.trace.note(verdict.event, trace.DEAD_LETTERED, verdict.reason)
             return
         context["event_id"] = verdict.event_id
         context["correlation_id"] = verdict.correlation_id
         with log_context(**context):
             self._run_handler(entry, verdict, deliveries, retry_count, handler)
+
+    def _screen(
+        self, entry: RawEntry, deliveries: int, stopped: dict[str, str]
+    ) -> AgentEvent | Rejected:
+        settings = self._c.bus.settings
+        return screen(
+            entry.fields,
+            deliveries,
+            max_deliveries=self._c.settings.max_deliveries,
+            max_bytes=settings.max_event_bytes,
+            tenant_id=self._c.bus.tenant_id,
+            max_hops=settings.max_hops,
+            max_visits=settings.max_visits,
+            stopped=stopped,
+        )
 
     def _run_handler(
         self,
@@ -98,6 +117,7 @@ class Deliveries:
                 retry_count=retry_count,
                 log=self._c.log,
                 bus=self._c.bus,
+                correlation_id=event.correlation_id,
             )
 
         for observer in self._observers:
@@ -116,13 +136,18 @@ class Deliveries:
                 policy=self._c.policy,
                 error=exc,
             )
-            self._carry_out(plan)
+            result = self._carry_out(plan).result
+            if result is Result.RETRIED:
+                self.trace.note(event, trace.RETRIED)
+            elif result is Result.DEAD_LETTERED:
+                self.trace.note(event, trace.DEAD_LETTERED, plan.reason)
             return
         except BaseException:
             self._finished()
             raise
         self._finished()
         self._acks.add(entry.key, entry.message_id)
+        self.trace.note(event, trace.HANDLED)
         self._c.stats["handled"] += 1
         self._c.log.debug("event_handled")
 

@@ -14,11 +14,16 @@ from typing import Any
 import redis
 import structlog
 
+from eventbus import trace
 from eventbus.errors import DecodeError, DLQEntryNotFound
 from eventbus.keys import validate_group
 from eventbus.records import (  # noqa: F401  (re-exported: the DLQ's reasons)
+    REASON_BUDGET_EXCEEDED,
+    REASON_CYCLE,
     REASON_DECODE_ERROR,
+    REASON_HALTED,
     REASON_HANDLER_FAILED,
+    REASON_HOP_LIMIT,
     REASON_MANUAL,
     REASON_MAX_DELIVERIES,
     REASON_TOO_LARGE,
@@ -198,6 +203,10 @@ class DeadLetterQueue:
             raise DLQEntryNotFound(
                 f"no dead letter {dlq_message_id!r} in the DLQ of stream {original_stream!r}"
             )
+        if letter.event is not None and letter.event.correlation_id is not None:
+            key = self.keys.trace(letter.event.correlation_id)
+            record = [trace.REPLAYED, letter.event.event_id, original_stream, "", ""]
+            trace.write(self._bus, [(key, record)])
         log.info(
             "dlq_replayed",
             tenant=self.tenant_id,

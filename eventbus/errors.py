@@ -6,6 +6,13 @@ that the API promises as ``ValueError`` subclass ``ValueError`` too.
 
 from __future__ import annotations
 
+from eventbus.records import (
+    REASON_BUDGET_EXCEEDED,
+    REASON_CYCLE,
+    REASON_HALTED,
+    REASON_HOP_LIMIT,
+)
+
 
 class EventBusError(Exception):
     """Root of every error the bus raises."""
@@ -55,6 +62,52 @@ class TenantMismatch(EventBusError, ValueError):
 
 class EventTooLarge(EventBusError, ValueError):
     """An encoded event is larger than the configured limit."""
+
+
+class GuardRefused(EventBusError, ValueError):
+    """An agent guard refused an event (runaway chain, spent budget, halted request).
+
+    ``reason`` is the dead-letter reason the same event gets when it is already queued;
+    ``event_id`` names the refused event; ``published`` holds the message ids of events of
+    the same ``publish_many`` call written before it (earlier chunks; empty for
+    ``publish``)."""
+
+    reason = ""
+
+    def __init__(self, message: str, *, event_id: str = "", published: tuple[str, ...] = ()):
+        super().__init__(message)
+        self.event_id = event_id
+        self.published = published
+
+
+class HopLimitExceeded(GuardRefused):
+    """An event's call_chain is longer than the bus's hop limit."""
+
+    reason = REASON_HOP_LIMIT
+
+
+class CycleDetected(GuardRefused):
+    """An agent appears in an event's call_chain more often than the bus allows."""
+
+    reason = REASON_CYCLE
+
+
+class BudgetExceeded(GuardRefused):
+    """The event's request (correlation id) has spent its budget of events or units."""
+
+    reason = REASON_BUDGET_EXCEEDED
+
+
+class RequestHalted(GuardRefused):
+    """The event's request (correlation id) was halted by an operator."""
+
+    reason = REASON_HALTED
+
+
+#: The refusal for each guard's dead-letter reason.
+GUARD_ERRORS: dict[str, type[GuardRefused]] = {
+    cls.reason: cls for cls in (HopLimitExceeded, CycleDetected, BudgetExceeded, RequestHalted)
+}
 
 
 class DecodeError(EventBusError, ValueError):

@@ -35,6 +35,16 @@ class HandlerContext:
     log: Any
     #: The consumer's bus (same tenant, same connection pool), for follow-up events.
     bus: TenantEventBus
+    #: The event's request (None: not budgeted, charge() does nothing).
+    correlation_id: str | None = None
+
+    def charge(self, units: float) -> bool:
+        """Report ``units`` of cost (tokens, cents...) against the event's request budget.
+        True when that spends it: its queued events are then dead-lettered and its later
+        publishes refused. Events without a correlation id are not budgeted (False)."""
+        if self.correlation_id is None:
+            return False
+        return self.bus.requests.charge(self.correlation_id, units)
 
 
 class DeliveryObserver(Protocol):

@@ -69,6 +69,11 @@ def validate_event_id(value: object) -> str:
     return _check("event id", value, EVENT_ID_MAX, _EVENT_ID_RE)
 
 
+def validate_correlation_id(value: object) -> str:
+    """Correlation ids end up inside keys (budget, trace): the event id rule."""
+    return _check("correlation id", value, EVENT_ID_MAX, _EVENT_ID_RE)
+
+
 def check_tenant(expected: str, actual: str, what: str) -> None:
     """The one tenant check: raise :class:`TenantMismatch` unless ``what`` (an event, a DLQ,
     ...) belongs to tenant ``expected``."""
@@ -91,6 +96,12 @@ class TenantKeys:
     ``t:{T}:done:{S}:{G}:{event_id}``         string  group G finished the event (dedupe.py)
     ``t:{T}:streams``                         set     names of the tenant's streams
     ``t:{T}:audit``                           stream  operators' actions (web console)
+    ``t:{T}:budget:{C}``                      hash    request C's budget: events, units
+                                                      used; max_events, max_units
+    ``t:{T}:spent``                           zset    requests that spent their budget
+                                                      (score: mark expires at, ms)
+    ``t:{T}:halted``                          hash    halted requests -> halted at (ms)
+    ``t:{T}:trace:{C}``                       stream  request C's causal tree (trace.py)
     ========================================  ======  =====================================
     """
 
@@ -141,6 +152,22 @@ class TenantKeys:
     def registry(self) -> str:
         """The set of stream names, so operators can list streams without SCAN."""
         return f"t:{self.tenant_id}:streams"
+
+    def budget(self, correlation_id: str) -> str:
+        """Request C's budget and usage (expires with the request)."""
+        return f"t:{self.tenant_id}:budget:{validate_correlation_id(correlation_id)}"
+
+    def spent(self) -> str:
+        """The tenant's requests that spent their budget (one key: one read per refresh)."""
+        return f"t:{self.tenant_id}:spent"
+
+    def halted(self) -> str:
+        """The tenant's halted requests (one key: one read per refresh)."""
+        return f"t:{self.tenant_id}:halted"
+
+    def trace(self, correlation_id: str) -> str:
+        """Request C's trace: one entry per publish and outcome (capped, expires)."""
+        return f"t:{self.tenant_id}:trace:{validate_correlation_id(correlation_id)}"
 
     def stream_name_of(self, key: str) -> str | None:
         """The stream name of a main stream key of this tenant, or None for other keys."""

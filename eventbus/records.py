@@ -18,6 +18,10 @@ REASON_WRONG_TENANT = "wrong_tenant"  # a valid event of another tenant than the
 REASON_TOO_LARGE = "too_large"  # over the size limit (written by a foreign producer)
 REASON_MAX_DELIVERIES = "max_deliveries"  # delivered too often without an outcome (poison)
 REASON_MANUAL = "manual"  # sent by send_to_dlq
+REASON_HOP_LIMIT = "hop_limit"  # call_chain longer than the hop limit (agent guards)
+REASON_CYCLE = "cycle"  # an agent too often in one call_chain (agent guards)
+REASON_BUDGET_EXCEEDED = "budget_exceeded"  # its request spent its budget (agent guards)
+REASON_HALTED = "halted"  # its request was halted by an operator (agent guards)
 #: Every reason above (the web console's filter offers these).
 REASONS = (
     REASON_HANDLER_FAILED,
@@ -26,6 +30,10 @@ REASONS = (
     REASON_TOO_LARGE,
     REASON_MAX_DELIVERIES,
     REASON_MANUAL,
+    REASON_HOP_LIMIT,
+    REASON_CYCLE,
+    REASON_BUDGET_EXCEEDED,
+    REASON_HALTED,
 )
 
 # Reserved fields of entries (the ``_`` prefix is the bus's).

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from importlib import resources
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis
 from redis.commands.core import Script
@@ -58,11 +58,47 @@ def _moved(reply: Any) -> Moved:
     return Moved(MoveStatus.DONE, reply if isinstance(reply, int) else _s(reply))
 
 
+class PublishItem(NamedTuple):
+    """One event of a publish.lua call, with the keys its request's guards need."""
+
+    marker: str
+    fields: Mapping[str, str]
+    correlation_id: str = ""  # "" = none: not budgeted, not halted, not traced
+    budget: str = ""  # t:{T}:budget:{C} when the event has a correlation id
+    trace: str = ""  # t:{T}:trace:{C} when it has one and the trace is on
+    record: str = ""  # its trace record up to the message id (see publish.lua)
+
+
+@dataclass(frozen=True)
+class PublishRefused:
+    """publish.lua refused the batch (nothing written) because of event ``index`` (0-based)."""
+
+    index: int
+    reason: str  # halted, budget_exceeded
+    correlation_id: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class RequestLimits:
+    """The tenant's guard arguments of publish.lua (see its header)."""
+
+    budget_events: int = 0
+    budget_units: float = 0.0
+    request_ttl_ms: int = 86_400_000
+    trace_max: int = 0
+
+
+_REFUSED = b"REFUSED"
+
+
 class Scripts:
     """The bus's Lua scripts, registered on one client."""
 
     def __init__(self, client: redis.Redis) -> None:
         self._publish = client.register_script(load_source("publish.lua"))
+        self._charge = client.register_script(load_source("charge.lua"))
+        self._trace_read = client.register_script(load_source("trace_read.lua"))
         self._ack_and_retry = client.register_script(load_source("ack_and_retry.lua"))
         self._promote_due = client.register_script(load_source("promote_due.lua"))
         self._ack_and_dead_letter = client.register_script(load_source("ack_and_dead_letter.lua"))
@@ -77,31 +113,62 @@ class Scripts:
 
     def publish(
         self,
-        stream_key: str,
-        registry_key: str,
+        tenant_keys: Sequence[str],
         stream: str,
-        events: Sequence[tuple[str, Mapping[str, str]]],
+        events: Sequence[PublishItem],
         *,
         dedupe_ttl_ms: int,
         maxlen: int,
         slack: int,
+        limits: RequestLimits,
         client: Any = None,
     ) -> Any:
-        """Publish ``events`` (``[(marker_key, fields)]``, in order) in one call. Returns
-        the raw reply for :meth:`parse_publish` (or queues the call on a pipeline)."""
-        keys = [stream_key, registry_key]
+        """Publish ``events`` (in order) in one call. ``tenant_keys``: stream, registry,
+        halted, spent. Returns the raw reply for :meth:`parse_publish` (or queues the call
+        on a pipeline)."""
+        keys = list(tenant_keys)
         args: list[Any] = [dedupe_ttl_ms, maxlen, slack, stream]
-        for marker, fields in events:
-            keys.append(marker)
-            args.append(2 * len(fields))
-            for item in fields.items():
-                args += item
+        args += [limits.budget_events, limits.budget_units, limits.request_ttl_ms]
+        args.append(limits.trace_max)
+        for item in events:
+            keys.append(item.marker)
+            if item.correlation_id:
+                keys.append(item.budget)
+                if limits.trace_max:
+                    keys.append(item.trace)
+            args += (2 * len(item.fields), item.correlation_id, item.record)
+            for pair in item.fields.items():
+                args += pair
         return self._call(self._publish, keys, args, client)
 
     @staticmethod
-    def parse_publish(reply: Any) -> list[tuple[str, bool]]:
-        """``[(message_id, written)]`` per event; written is False for a duplicate."""
+    def parse_publish(reply: Any) -> list[tuple[str, bool]] | PublishRefused:
+        """``[(message_id, written)]`` per event (written is False for a duplicate), or
+        the refusal of the whole call."""
+        if reply and reply[0] in (_REFUSED, "REFUSED"):
+            _, index, reason, cid, detail = reply
+            return PublishRefused(int(index) - 1, _s(reason), _s(cid), _s(detail))
         return [(_s(i), w == 1) for i, w in zip(reply[0::2], reply[1::2], strict=True)]
+
+    def charge(
+        self,
+        budget_key: str,
+        spent_key: str,
+        correlation_id: str,
+        units: float,
+        *,
+        budget_units: float,
+        request_ttl_ms: int,
+    ) -> tuple[float, bool]:
+        """Add ``units`` to a request's usage: (units used now, the budget is spent)."""
+        args = [units, budget_units, request_ttl_ms, correlation_id]
+        used, spent = self._call(self._charge, (budget_key, spent_key), args, None)
+        return float(used), int(spent) == 1
+
+    def trace_read(self, trace_key: str, start: str, count: int) -> tuple[str, str, int]:
+        """A chunk of a trace as one JSON text: (json, last entry id, entries read)."""
+        text, last, n = self._call(self._trace_read, (trace_key,), [start, count], None)
+        return _s(text), _s(last), int(n)
 
     def ack_and_retry(
         self,

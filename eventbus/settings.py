@@ -26,9 +26,19 @@ class BusSettings:
     dedupe_window_s: float = 300.0  # an event_id published again within this is a no-op
     max_event_bytes: int = 1024 * 1024  # encoded size limit, checked before Redis is touched
     retry_budget_s: float = 2.0  # how long one publish is retried on connection errors (s)
+    # Agent guards (README "Agent guards"); 0 turns a limit off.
+    max_hops: int = 32  # agents in one call_chain (hops); longer chains are refused
+    max_visits: int = 2  # times one agent may appear in one call_chain (a->b->a is 2)
+    budget_events: int = 0  # events per request (correlation id); 0 = no tenant budget
+    budget_units: float = 0.0  # cost units per request (ctx.charge); 0 = no tenant budget
+    request_ttl_s: float = 86_400.0  # budget and trace live this long after the last event
+    trace: bool = False  # record each event's place in its request (eventbus trace)
+    trace_max_events: int = 20_000  # entries kept per request's trace (about; oldest go)
 
     def __post_init__(self) -> None:
         _positive(self, "maxlen", "trim_slack", allow_zero=True)
+        _positive(self, "max_hops", "max_visits", "budget_events", "budget_units", allow_zero=True)
+        _positive(self, "request_ttl_s", "trace_max_events")
         _positive(self, "dedupe_window_s", "max_event_bytes", "retry_budget_s")
 
 

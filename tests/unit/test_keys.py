@@ -37,6 +37,18 @@ def test_keys_of_a_tenant_follow_the_catalogue() -> None:
     assert keys.retry_stream("tasks", "billing") == "t:acme:events:tasks:retry:billing"
     assert keys.schedule("tasks", "billing") == "t:acme:sched:tasks:billing"
     assert keys.dedupe("tasks", "evt-1") == "t:acme:dedupe:tasks:evt-1"
+    assert keys.budget("req-1") == "t:acme:budget:req-1"
+    assert keys.spent() == "t:acme:spent"
+    assert keys.halted() == "t:acme:halted"
+    assert keys.trace("req-1") == "t:acme:trace:req-1"
+
+
+def test_correlation_ids_in_keys_follow_the_event_id_rule() -> None:
+    keys = TenantKeys("acme")
+    assert keys.budget("order-42:attempt-1") == "t:acme:budget:order-42:attempt-1"
+    for bad in ("", "a b", "x" * 129, "é"):
+        with pytest.raises(InvalidName, match="invalid correlation id"):
+            keys.trace(bad)
 
 
 def test_stream_name_of_recognises_only_main_stream_keys_of_the_tenant() -> None:

@@ -263,3 +263,16 @@ def test_bad_setting_stops_the_supervisor_with_one_line_and_exit_2(
     assert err == (
         "eventbus-supervisor: error: --tenant / EVENTBUS_TENANT is required (tenant id)\n"
     )
+
+
+def test_agent_guard_limits_reach_the_pools_bus_settings() -> None:
+    default = parse_settings([], REQUIRED).bus_settings()
+    assert (default.max_hops, default.max_visits, default.budget_events) == (32, 2, 0)
+    assert default.trace is False
+    env = {**REQUIRED, "EVENTBUS_MAX_HOPS": "8", "EVENTBUS_BUDGET_UNITS": "2.5"}
+    s = parse_settings(["--max-visits", "3", "--budget-events", "500", "--trace", "true"], env)
+    bus = s.bus_settings()
+    assert (bus.max_hops, bus.max_visits, bus.budget_events, bus.budget_units) == (8, 3, 500, 2.5)
+    assert bus.trace is True
+    with pytest.raises(SettingsError, match="EVENTBUS_MAX_HOPS"):
+        parse_settings([], {**REQUIRED, "EVENTBUS_MAX_HOPS": "-1"})

@@ -15,6 +15,7 @@ PURE = [
     "eventbus.intake",
     "eventbus.records",
     "eventbus.keys",
+    "eventbus.guards",
 ]
 
 

@@ -204,6 +204,64 @@ def _add_dlq(sub: Any, common: argparse.ArgumentParser) -> None:
     p.set_defaults(command="dlq purge", parser=p)
 
 
+def _add_requests(sub: Any, common: argparse.ArgumentParser) -> None:
+    """Agent guards on one request (correlation id): budget, halt, resume, trace."""
+    p = sub.add_parser(
+        "budget",
+        parents=[common],
+        help="show or set a request's budget of events / cost units",
+        description="Without --events/--units: show the request's usage and limits. With "
+        "them: give the request its own budget (over the tenant's; 0 = no limit of that "
+        "kind); a raised budget lifts a spent mark. Once spent, the request's publishes "
+        "are refused (BudgetExceeded) and its queued events dead-lettered (budget_exceeded).",
+    )
+    p.add_argument("correlation_id", metavar="CORRELATION_ID")
+    p.add_argument("--events", type=_non_negative_int, metavar="N", help="events allowed")
+    p.add_argument(
+        "--units", type=_seconds, metavar="U", help="cost units allowed (ctx.charge: tokens...)"
+    )
+    p.set_defaults(command="budget", parser=p)
+
+    p = sub.add_parser(
+        "halt",
+        parents=[common],
+        help="stop a request everywhere (kill switch)",
+        description="Mark the request halted: from now on none of its events is published "
+        "(RequestHalted) or handled (dead-lettered with reason 'halted'), on every stream "
+        "and pool of the tenant, within about a second. 'eventbus resume' undoes it.",
+    )
+    p.add_argument("correlation_id", metavar="CORRELATION_ID")
+    p.set_defaults(command="halt", parser=p)
+
+    p = sub.add_parser(
+        "resume",
+        parents=[common],
+        help="undo 'eventbus halt'",
+        description="Lift a halt. The events dead-lettered while it was halted stay in the "
+        "DLQ (reason 'halted'): replay them with 'eventbus dlq replay'.",
+    )
+    p.add_argument("correlation_id", metavar="CORRELATION_ID")
+    p.set_defaults(command="resume", parser=p)
+
+    p = sub.add_parser(
+        "trace",
+        parents=[common],
+        help="a request's causal tree: agents, events, what became of each",
+        description="Print the request's tree of events (parent -> children): time, source "
+        "agent, event type, stream and what became of each event (handled, retried n "
+        "times, in the DLQ with its reason, halted, queued). Needs the trace on for the "
+        "tenant (BusSettings.trace / EVENTBUS_TRACE); a trace expires with its request.",
+    )
+    p.add_argument("correlation_id", metavar="CORRELATION_ID")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help='one JSON document: {"correlation_id", "events", "agents", "first", "last", '
+        '"roots": [{"event_id", ..., "status", "children": [...]}]}',
+    )
+    p.set_defaults(command="trace", parser=p)
+
+
 def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="eventbus",
@@ -218,6 +276,7 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     _add_publish(sub, common)
     _add_readers(sub, common)
     _add_dlq(sub, common)
+    _add_requests(sub, common)
     sub.add_parser(
         "acl",
         add_help=False,

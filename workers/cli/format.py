@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
 from typing import Any
 
 from eventbus.dlq import DeadLetter
 from eventbus.errors import DecodeError, TenantMismatch
 from eventbus.keys import check_tenant
 from eventbus.redis_io import lossy_fields
+from eventbus.requests import Budget
 from eventbus.schemas import AgentEvent
+from eventbus.trace import Trace, walk
 
 ERROR_WIDTH = 60  # characters of a dead letter's error shown in the list table
 
@@ -207,3 +210,42 @@ def tail_record(message_id: str, fields: Mapping[Any, Any], tenant: str) -> dict
     except (DecodeError, TenantMismatch) as exc:
         return {"message_id": message_id, "fields": lossy_fields(fields), "error": str(exc)}
     return {"message_id": message_id, "event": event.model_dump(mode="json")}
+
+
+def budget_text(b: Budget) -> str:
+    """``request 'r': 3 of 100 events, 12.5 of 1000 units [spent] [halted]``."""
+
+    def used(n: float, limit: float, what: str) -> str:
+        shown = f"{n:g}"
+        return f"{shown} of {limit:g} {what}" if limit else f"{shown} {what} (no limit)"
+
+    flags = "".join(f" [{name}]" for name, on in (("spent", b.spent), ("halted", b.halted)) if on)
+    events = used(b.events, b.max_events, "events")
+    units = used(b.units, b.max_units, "units")
+    return f"request {b.correlation_id!r}: {events}, {units}{flags}"
+
+
+def trace_text(tree: Trace) -> str:
+    """The request's tree, one event per line, children indented under their parent."""
+    doc = tree.as_dict()
+    head = (
+        f"request {tree.correlation_id!r}: {doc['events']} events, agents "
+        f"{', '.join(doc['agents']) or '-'}, {doc['first']} .. {doc['last']}"
+    )
+    lines = [head]
+    for depth, node in walk(tree.roots):
+        when = _iso_time(node.time_ms)
+        outcome = node.status
+        if node.retries:
+            outcome += f", retried {node.retries}x"
+        if node.replays:
+            outcome += f", replayed {node.replays}x"
+        if node.handled_by:
+            outcome += f" ({', '.join(node.handled_by)})"
+        what = f"{node.agent or '?'} {node.event_type or '?'} -> {node.stream or '?'}"
+        lines.append(f"{'  ' * depth}- {when} {what} [{node.event_id}] {outcome}")
+    return "\n".join(lines)
+
+
+def _iso_time(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%H:%M:%S.%f")[:-3]

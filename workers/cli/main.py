@@ -1,4 +1,5 @@
-"""The operator CLI: ``eventbus publish | tail | stats | dlq ... | acl | supervise``.
+"""The operator CLI: ``eventbus publish | tail | stats | dlq ... | budget | halt | resume |
+trace | acl | supervise``.
 
 One console script; each subcommand is a small function in ``COMMANDS``. Bad input, bus
 errors and Redis errors end as one ``eventbus: error: ...`` line on stderr and exit 1.
@@ -23,13 +24,15 @@ from eventbus.acl import tenant_users
 from eventbus.bus import TenantEventBus
 from eventbus.dlq import DeadLetterQueue
 from eventbus.errors import BusConnectionError, EventBusError, StreamNotFound
-from eventbus.keys import TenantKeys, validate_stream
+from eventbus.keys import TenantKeys, validate_correlation_id, validate_stream
 from eventbus.logs import configure_logging
 from eventbus.settings import BusSettings
 from eventbus.stats import tenant_stats
+from eventbus.trace import read_trace
 from workers.cli import events as cli_events
 from workers.cli.args import parse_args
 from workers.cli.format import (
+    budget_text,
     dlq_text,
     dumps,
     letter_full,
@@ -37,6 +40,7 @@ from workers.cli.format import (
     letter_text,
     stats_text,
     tail_record,
+    trace_text,
 )
 
 CONNECT_TIMEOUT_S = 2.0  # an unreachable Redis is reported within about this
@@ -234,6 +238,50 @@ def dlq_purge(ops: Ops) -> int:
     return 0
 
 
+def budget(ops: Ops) -> int:
+    """Show a request's budget, or set it with --events / --units."""
+    a = ops.args
+    validate_correlation_id(a.correlation_id)
+    if a.events is None and a.units is None:
+        state = ops.bus.requests.budget(a.correlation_id)
+    else:
+        state = ops.bus.set_budget(a.correlation_id, events=a.events, units=a.units)
+    print(budget_text(state))
+    return 0
+
+
+def halt(ops: Ops) -> int:
+    cid = ops.args.correlation_id
+    new = ops.bus.halt(cid)
+    state = "halted" if new else "was already halted"
+    print(f"request {cid!r} {state}: its events are no longer handled or published")
+    return 0
+
+
+def resume(ops: Ops) -> int:
+    cid = ops.args.correlation_id
+    if not ops.bus.resume(cid):
+        print(f"request {cid!r} was not halted")
+        return 0
+    print(
+        f"request {cid!r} resumed; its events dead-lettered meanwhile (reason 'halted') "
+        "can be replayed with 'eventbus dlq replay STREAM ID'"
+    )
+    return 0
+
+
+def trace(ops: Ops) -> int:
+    a = ops.args
+    tree = read_trace(ops.bus, validate_correlation_id(a.correlation_id))
+    if not tree.nodes:
+        raise CliError(
+            f"no trace of request {a.correlation_id!r} in tenant {ops.keys.tenant_id!r} "
+            "(the trace is off for the tenant, or the request expired)"
+        )
+    print(dumps(tree.as_dict()) if a.json else trace_text(tree))
+    return 0
+
+
 def supervise(argv: list[str]) -> int:
     """``eventbus supervise ARGS`` is ``eventbus-supervisor ARGS`` (imported only here)."""
     try:
@@ -300,6 +348,10 @@ COMMANDS: dict[str, Callable[[Ops], int]] = {
     "dlq show": dlq_show,
     "dlq replay": dlq_replay,
     "dlq purge": dlq_purge,
+    "budget": budget,
+    "halt": halt,
+    "resume": resume,
+    "trace": trace,
 }
 
 

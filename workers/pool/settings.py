@@ -163,6 +163,22 @@ class PoolSettings:
     log_format: Annotated[
         str, Setting(one_of(*get_args(Format)), "log format: " + ", ".join(get_args(Format)))
     ] = "json"
+    # Agent guards (README "Agent guards"); 0 turns a limit off.
+    max_hops: Annotated[
+        int, Setting(at_least_int(0), "agents allowed in one call_chain (0 = no limit)")
+    ] = BusSettings.max_hops
+    max_visits: Annotated[
+        int, Setting(at_least_int(0), "times one agent may appear in a call_chain (0 = any)")
+    ] = BusSettings.max_visits
+    budget_events: Annotated[
+        int, Setting(at_least_int(0), "events per request (correlation id; 0 = no budget)")
+    ] = BusSettings.budget_events
+    budget_units: Annotated[
+        float, Setting(at_least_float(0), "cost units per request (ctx.charge; 0 = no budget)")
+    ] = BusSettings.budget_units
+    trace: Annotated[
+        bool, Setting(boolean, "record each request's causal tree (eventbus trace)")
+    ] = BusSettings.trace
 
     # -- derived -------------------------------------------------------------------------
 
@@ -179,7 +195,14 @@ class PoolSettings:
         return RetryPolicy(retries, self.retry_delays)
 
     def bus_settings(self) -> BusSettings:
-        return BusSettings(maxlen=self.maxlen)
+        return BusSettings(
+            maxlen=self.maxlen,
+            max_hops=self.max_hops,
+            max_visits=self.max_visits,
+            budget_events=self.budget_events,
+            budget_units=self.budget_units,
+            trace=self.trace,
+        )
 
     def consumer_settings(self) -> ConsumerSettings:
         return ConsumerSettings(

@@ -26,6 +26,8 @@ from typing import Any
 import redis
 
 from eventbus import TenantEventBus
+from eventbus.settings import BusSettings
+from eventbus.trace import read_trace
 from workers.tools import bench_measure as m
 from workers.tools.bench_procs import Plain, Pool
 from workers.tools.bench_report import Line, table, write_json
@@ -128,6 +130,46 @@ class Bench:
                 line.ours.append(ours)
                 line.plain.append(raw)
                 self.client.delete(self.bus.keys.stream(stream), raw_key)
+
+    def guards(self) -> None:
+        """The agent guards' cost: publishing with the request trace on vs off (same run,
+        alternating turns; both check halts and budgets), and a 10,000-event tree rebuilt."""
+        sz = self.sizes
+        traced = TenantEventBus(self.client, m.TENANT, settings=BusSettings(trace=True))
+        for name, n, batch in (
+            ("publish", sz.publish_n, 1),
+            ("publish_many (100)", sz.pipeline_n, m.BATCH),
+        ):
+            line = self.line("guards", f"{name}, trace on / off", "ev/s", baseline="trace off")
+            line.target = ("ratio>=", 0.9)
+            for rep in range(sz.reps):
+                self.say(f"guards: {name} rep {rep + 1}/{sz.reps}")
+                events = m.make_events(n, SMALL)
+                on, off = f"traced{batch}-{rep}", f"untraced{batch}-{rep}"
+                rates = m.alternate(
+                    [(traced, on), (self.bus, off)], events, batch, readers="readers"
+                )
+                line.ours.append(rates[0])
+                line.plain.append(rates[1])
+                self.client.delete(self.bus.keys.stream(on), self.bus.keys.stream(off))
+                self.client.delete(self.bus.keys.trace("bench"))
+        traced_n = 10_000 if sz.publish_n >= 1000 else 1_000  # --smoke: 1,000
+        rebuild = self.line(
+            "guards", f"trace of {traced_n:,} events rebuilt / XRANGE", "ms", baseline="XRANGE"
+        )
+        rebuild.target = ("ours<=", 100.0)
+        events = m.make_events(traced_n, SMALL)
+        for i in range(0, len(events), m.BATCH):
+            traced.publish_many("rebuild", events[i : i + m.BATCH])
+        for _ in range(sz.reps):
+            t0 = time.perf_counter()
+            tree = read_trace(traced, "bench")
+            rebuild.ours.append((time.perf_counter() - t0) * 1000)
+            t0 = time.perf_counter()
+            self.client.xrange(self.bus.keys.trace("bench"))  # the read alone
+            rebuild.plain.append((time.perf_counter() - t0) * 1000)
+            assert len(tree.nodes) == traced_n, len(tree.nodes)
+        self.client.delete(self.bus.keys.stream("rebuild"), self.bus.keys.trace("bench"))
 
     # -- 4b. memory ----------------------------------------------------------------------
 
@@ -324,6 +366,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="eventbus-bench-")))
         bench = Bench(url, sizes, tmp)
         bench.publish()
+        bench.guards()
         bench.memory()
         bench.pools()
         if args.redis_url:
@@ -344,7 +387,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-SECTION_ORDER = ("publish", "end_to_end", "latency", "scaling", "memory", "rss")
+SECTION_ORDER = ("publish", "guards", "end_to_end", "latency", "scaling", "memory", "rss")
 
 
 def _cleanup(client: redis.Redis) -> None:

@@ -185,6 +185,36 @@ def _publisher_main(
 # -- publishing ------------------------------------------------------------------------
 
 
+def alternate(
+    sides: Sequence[tuple[TenantEventBus, str]],
+    events: Sequence[AgentEvent],
+    batch: int = 1,
+    readers: str | None = None,
+) -> list[float]:
+    """events/s of each (bus, stream) publishing the same events (one by one, or in
+    batches), taking turns every 100 events in rotating order (see :func:`publish_rates`)."""
+    for bus, stream in sides:
+        if readers:
+            bus.ensure_group(stream, readers)
+    spent = [0.0] * len(sides)
+    order = list(range(len(sides)))
+    for i in range(0, len(events), BATCH):
+        chunk = events[i : i + BATCH]
+        for side in order:
+            bus, stream = sides[side]
+            t0 = time.perf_counter()
+            if batch == 1:
+                for event in chunk:
+                    bus.publish(stream, event)
+            else:
+                bus.publish_many(stream, chunk)
+            spent[side] += time.perf_counter() - t0
+            if readers:
+                bus.redis.xgroup_setid(bus.keys.stream(stream), readers, "$")
+        order = order[1:] + order[:1]
+    return [len(events) / s for s in spent]
+
+
 def publish_rates(
     bus: TenantEventBus,
     stream: str,
