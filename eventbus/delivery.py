@@ -13,10 +13,10 @@ from structlog.contextvars import bound_contextvars
 from eventbus import handler as handlers
 from eventbus.acks import AckBuffer
 from eventbus.groupstream import RawEntry
-from eventbus.handler import DeliveryObserver, Handler, HandlerContext
+from eventbus.handler import DeliveryObserver, Handler, HandlerContext, OutcomeCallback
 from eventbus.intake import Rejected, screen
 from eventbus.outcomes import Outcome, Planned, Result
-from eventbus.records import FailureInfo, retry_count_of
+from eventbus.records import REASON_DECODE_ERROR, FailureInfo, retry_count_of
 from eventbus.schemas import AgentEvent
 
 if TYPE_CHECKING:
@@ -34,11 +34,13 @@ class Deliveries:
         observers: Sequence[DeliveryObserver],
         *,
         on_retry: Callable[[float], None],
+        on_outcome: OutcomeCallback | None = None,
     ) -> None:
         self._c = consumer
         self._acks = acks
         self._observers = tuple(observers)
         self._on_retry = on_retry  # a retry is due after this many seconds
+        self._on_outcome = on_outcome  # told what became of each delivery (metrics)
         self._unwritten: dict[tuple[str, str], Planned] = {}  # outcomes Redis refused
 
     def is_unwritten(self, key: str, message_id: str) -> bool:
@@ -53,6 +55,8 @@ class Deliveries:
             # is done first, or the events before it are handled again at a crash.
             self._acks.flush()
         retry_count = retry_count_of(entry.fields)
+        if deliveries > 1:
+            self._tell("redelivered")
         verdict = screen(
             entry.fields,
             deliveries,
@@ -64,6 +68,8 @@ class Deliveries:
             consumer=self._c.consumer_name, message_id=entry.message_id, attempt=retry_count + 1
         ):
             if isinstance(verdict, Rejected):
+                if verdict.reason == REASON_DECODE_ERROR:
+                    self._tell("decode_error")
                 plan = self._c.outcomes.plan_dead_letter(
                     entry.key,
                     entry.message_id,
@@ -105,6 +111,7 @@ class Deliveries:
         except Exception as exc:  # a failed attempt; BaseException (exit) leaves it pending
             self._finished()
             self._c.stats["failed"] += 1
+            self._tell("failed")
             plan = self._c.outcomes.plan_failure(
                 entry.key,
                 entry.message_id,
@@ -122,11 +129,16 @@ class Deliveries:
         self._finished()
         self._acks.add(entry.key, entry.message_id)
         self._c.stats["handled"] += 1
+        self._tell("handled")
         self._c.log.debug("event_handled")
 
     def _finished(self) -> None:
         for observer in self._observers:
             observer.finished()
+
+    def _tell(self, what: str, reason: str = "") -> None:
+        if self._on_outcome is not None:
+            self._on_outcome(what, reason)
 
     # -- outcomes ------------------------------------------------------------------------
 

@@ -23,16 +23,18 @@ from dataclasses import dataclass, field, replace
 from multiprocessing.connection import wait
 from multiprocessing.context import SpawnProcess
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import redis
 import structlog
 from structlog.contextvars import bound_contextvars
 
-from eventbus import DeadLetterQueue, TenantEventBus
+from eventbus import DeadLetterQueue, TenantEventBus, metrics
 from eventbus.logs import configure_logging
 from eventbus.outcomes import Outcomes
 from eventbus.records import FailureInfo
 from workers.pool import sdnotify
+from workers.pool.health import Readiness
 from workers.pool.jobs import PeriodicJob, Reclaimer, Sweeper
 from workers.pool.loader import HandlerLoadError, load_handler
 from workers.pool.restarts import RestartBudget, SlotBackoff
@@ -43,6 +45,9 @@ from workers.pool.settings import (
     parse_settings,
 )
 from workers.pool.worker import EXIT_HANDLER_LOAD, SlotState, run_worker
+
+if TYPE_CHECKING:
+    from workers.pool.metrics import MetricsServer
 
 READY_TIMEOUT_S = 30.0  # READY=1 is sent after this even if some worker is not up yet
 
@@ -81,8 +86,10 @@ class Supervisor:
         os.set_blocking(self._wake_w, False)
         self._client = redis.Redis.from_url(settings.redis_url, client_name="eventbus-supervisor")
         self._bus = TenantEventBus(self._client, settings.tenant, settings=settings.bus_settings())
-        self._outcomes = Outcomes(self._bus.group(settings.stream, settings.group))
+        self._outcomes = Outcomes(self._bus.group(settings.stream, settings.group), self._count)
         self._jobs: list[PeriodicJob] = []
+        self._readiness = Readiness(settings.redis_url, self.workers_ready, lambda: self._jobs)
+        self._metrics: MetricsServer | None = None
         self._reload_queue: list[int] = []
         self._budget = RestartBudget(settings.max_restarts_per_minute)
         self._shutting_down = False
@@ -97,6 +104,21 @@ class Supervisor:
         )
         return Slot(index, self.settings.consumer_name(index), state)
 
+    def workers_ready(self) -> tuple[int, int]:
+        """(workers up and consuming, workers configured)."""
+        ready = sum(
+            1
+            for s in self.slots
+            if s.state.ready and s.process is not None and s.process.is_alive()
+        )
+        return ready, len(self.slots)
+
+    def _count(self, what: str, reason: str = "") -> None:
+        """Count on the supervisor's own tally (restarts, timeouts, its reclaims and dead
+        letters), when metrics are on."""
+        if self._metrics is not None:
+            self._metrics.tally.count(what, reason if what == "dead_lettered" else "")
+
     def live_names(self) -> list[str]:
         return [s.name for s in self.slots if s.process is not None and s.process.is_alive()]
 
@@ -106,7 +128,13 @@ class Supervisor:
         slot.name = self.settings.consumer_name(slot.index)
         process = self.ctx.Process(
             target=run_worker,
-            args=(self.settings, slot.index, os.getpid(), slot.state),
+            args=(
+                self.settings,
+                slot.index,
+                os.getpid(),
+                slot.state,
+                self._metrics.dir if self._metrics else None,
+            ),
             name=f"eventbus-worker-{slot.name}",
             daemon=False,
         )
@@ -148,6 +176,7 @@ class Supervisor:
         self.log.info(
             "supervisor_starting", processes=len(self.slots), handler=self.settings.handler
         )
+        self._start_metrics()  # first: the workers write into its directory
         for slot in self.slots:
             self._spawn(slot)
         self._start_jobs()
@@ -185,11 +214,27 @@ class Supervisor:
         self._drain_wakeups()
 
     def _healthy(self) -> bool:
-        return all(job.is_alive() for job in self._jobs)
+        """Feed the watchdog? Not once the pool has been unready (/readyz) for the grace."""
+        return self._readiness.watchdog_ok(self.settings.watchdog_grace_s)
+
+    def _start_metrics(self) -> None:
+        st = self.settings
+        if not st.metrics_port:
+            return
+        from workers.pool.metrics import MetricsServer
+
+        self._metrics = MetricsServer(
+            st.metrics_host,
+            st.metrics_port,
+            self._bus.group(st.stream, st.group),
+            self._readiness,
+            self.workers_ready,
+        )
+        self._metrics.start()
 
     def _start_jobs(self) -> None:
         st = self.settings
-        reclaimer = Reclaimer(self._bus, st, self.live_names)
+        reclaimer = Reclaimer(self._bus, st, self.live_names, self._count)
         sweeper = Sweeper(self._bus, DeadLetterQueue(self._client, st.tenant), st, self.live_names)
         self._jobs = [
             PeriodicJob("reclaimer", st.reclaim_interval_s, reclaimer.tick),
@@ -212,6 +257,7 @@ class Supervisor:
                 planned = slot.planned_respawn
                 if not planned:
                     self._budget.record(now)
+                    self._count("worker_restart")
                 self._spawn(slot)
                 self.log.log(
                     logging.INFO if planned else logging.WARNING,
@@ -263,6 +309,7 @@ class Supervisor:
                 continue
             delivery = slot.state.delivery()
             slot.planned_exit = "timeout"
+            self._count("handler_timeout")
             process.kill()
             process.join(10)
             if delivery is not None:
@@ -361,6 +408,9 @@ class Supervisor:
                 slot.process.join(10)
         for job in self._jobs:
             job.join(5)
+        if self._metrics is not None:
+            self._metrics.close()
+        self._readiness.close()
         self.log.info("supervisor_stopped")
         return 0
 
@@ -387,6 +437,12 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "eventbus-supervisor"
         load_handler(settings.handler)
     except HandlerLoadError as exc:
         sys.stderr.write(f"{prog}: error: {exc}\n")
+        return 2
+    if settings.metrics_port and not metrics.available():
+        sys.stderr.write(
+            "eventbus-supervisor: error: --metrics-port needs prometheus_client: "
+            "pip install 'eventbus[metrics]'\n"
+        )
         return 2
     return Supervisor(settings, argv).run()
 
