@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 import redis
 import structlog
 
+from eventbus import tracing
 from eventbus.errors import (
     EventTooLarge,
     GroupMissing,
@@ -108,6 +109,7 @@ class TenantEventBus:
             raise TypeError(f"publish takes an AgentEvent, got {type(event).__name__}")
         check_tenant(self.tenant_id, event.tenant_id, f"event {event.event_id!r}")
         fields = event.to_stream_dict()
+        tracing.inject(fields)  # traceparent / tracestate of the current span, if any
         size = encoded_size(fields)
         if size > self.settings.max_event_bytes:
             raise EventTooLarge(

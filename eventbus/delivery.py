@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from structlog.contextvars import bound_contextvars
 
 from eventbus import handler as handlers
+from eventbus import tracing
 from eventbus.acks import AckBuffer
 from eventbus.groupstream import RawEntry
 from eventbus.handler import DeliveryObserver, Handler, HandlerContext, OutcomeCallback
@@ -79,8 +80,18 @@ class Deliveries:
                 )
                 self._carry_out(plan)
                 return
-            with bound_contextvars(
-                event_id=verdict.event_id, correlation_id=verdict.correlation_id
+            with (
+                bound_contextvars(event_id=verdict.event_id, correlation_id=verdict.correlation_id),
+                tracing.process_span(
+                    entry.fields,
+                    stream=self._c.stream,
+                    group=self._c.group,
+                    consumer=self._c.consumer_name,
+                    message_id=entry.message_id,
+                    deliveries=deliveries,
+                    retry_count=retry_count,
+                    correlation_id=verdict.correlation_id,
+                ),
             ):
                 self._run_handler(entry, verdict, deliveries, retry_count, handler)
 
@@ -112,6 +123,7 @@ class Deliveries:
             self._finished()
             self._c.stats["failed"] += 1
             self._tell("failed")
+            tracing.record_failure(exc)
             plan = self._c.outcomes.plan_failure(
                 entry.key,
                 entry.message_id,

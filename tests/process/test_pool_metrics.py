@@ -136,7 +136,7 @@ def test_counters_survive_worker_restarts_and_the_metrics_dir_stays_bounded(
     folder = metrics_dir(pool)
     wait_for(lambda: value(port, "eventbus_workers_ready") == 1, 20)
     files = {"counter_slot0.db", "histogram_slot0.db", "counter_supervisor.db"}
-    rounds = 12
+    rounds = 6
     for n in range(1, rounds + 1):
         tbus.publish(STREAM, event(i=n))
         wait_for(lambda n=n: value(port, "eventbus_events_handled_total") == n, 20)

@@ -204,18 +204,23 @@ class Supervisor:
                     f"READY=1\nSTATUS=running {len(self.slots)} workers\nMAINPID={os.getpid()}"
                 )
                 self.log.info("supervisor_ready", workers=self.live_names())
-            if ready_sent and watchdog_s and now >= next_watchdog and self._healthy():
-                sdnotify.notify("WATCHDOG=1")
+            if ready_sent and watchdog_s and now >= next_watchdog:
                 next_watchdog = now + watchdog_s
+                self._feed_watchdog()
 
     def _wait(self, timeout_s: float) -> None:
         sentinels = [s.process.sentinel for s in self.slots if s.process is not None]
         wait([*sentinels, self._wake_r], timeout=timeout_s)
         self._drain_wakeups()
 
-    def _healthy(self) -> bool:
-        """Feed the watchdog? Not once the pool has been unready (/readyz) for the grace."""
-        return self._readiness.watchdog_ok(self.settings.watchdog_grace_s)
+    def _feed_watchdog(self) -> None:
+        """WATCHDOG=1, unless the pool has been unready (as /readyz says) for longer than
+        the grace period: then systemd restarts it after WatchdogSec."""
+        if self._readiness.watchdog_ok(self.settings.watchdog_grace_s):
+            sdnotify.notify("WATCHDOG=1")
+            return
+        verdict = self._readiness.check()
+        self.log.error("watchdog_withheld", problems=list(verdict.problems))
 
     def _start_metrics(self) -> None:
         st = self.settings

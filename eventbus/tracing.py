@@ -1,0 +1,116 @@
+"""Trace context (optional, ``eventbus[otel]``): W3C ``traceparent`` / ``tracestate``
+travel in the event's entry, and a consumer runs each handler call in a ``<stream>
+process`` span that is a child of the publisher's span (OpenTelemetry messaging semantic
+conventions).
+
+Only the OpenTelemetry API is used; the application installs and configures an SDK. With
+no API installed, or no SDK tracer provider set, nothing is written and no span is made.
+The retry, dead-letter and replay scripts copy an entry's fields as they are, so an
+event's retries, dead letter and replays stay in the trace it was published in; a handler
+that publishes follow-up events continues it (A -> B -> C is one trace).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+from structlog.contextvars import bound_contextvars
+
+#: Entry fields (not ``_``-prefixed: foreign producers may write them; see wire-format.md).
+TRACEPARENT = "traceparent"
+TRACESTATE = "tracestate"
+_WIRE = ((TRACEPARENT, TRACEPARENT.encode()), (TRACESTATE, TRACESTATE.encode()))
+
+_api: Any = None  # (trace module, propagator), or False when the API is not installed
+
+
+def _otel() -> Any:
+    global _api
+    if _api is None:
+        try:
+            from opentelemetry import trace
+            from opentelemetry.trace.propagation.tracecontext import (
+                TraceContextTextMapPropagator,
+            )
+        except ImportError:
+            _api = False
+        else:
+            _api = (trace, TraceContextTextMapPropagator())
+    return _api or None
+
+
+def inject(fields: dict[str, str]) -> None:
+    """Write the current span's context into an entry's ``fields`` (if there is one)."""
+    api = _otel()
+    if api is None:
+        return
+    trace, propagator = api
+    if trace.get_current_span().get_span_context().is_valid:
+        propagator.inject(fields)
+
+
+def _tracer(api: Any) -> Any:
+    """The SDK's tracer, or None while only the API's no-op provider is there."""
+    trace = api[0]
+    provider = trace.get_tracer_provider()
+    if isinstance(provider, (trace.ProxyTracerProvider, trace.NoOpTracerProvider)):
+        return None
+    return provider.get_tracer("eventbus")
+
+
+@contextmanager
+def process_span(
+    fields: Mapping[bytes, bytes],
+    *,
+    stream: str,
+    group: str,
+    consumer: str,
+    message_id: str,
+    deliveries: int,
+    retry_count: int,
+    correlation_id: str | None,
+) -> Iterator[None]:
+    """Run the block in a ``<stream> process`` span, child of the entry's trace context,
+    with the trace id bound in the log context (``trace_id``)."""
+    api = _otel()
+    tracer = _tracer(api) if api is not None else None
+    if tracer is None:
+        yield
+        return
+    trace, propagator = api
+    carrier = {name: fields[raw].decode() for name, raw in _WIRE if raw in fields}
+    attributes: dict[str, Any] = {
+        "messaging.system": "redis",
+        "messaging.operation.type": "process",
+        "messaging.operation.name": "process",
+        "messaging.destination.name": stream,
+        "messaging.consumer.group.name": group,
+        "messaging.message.id": message_id,
+        "messaging.client.id": consumer,
+        "messaging.eventbus.delivery_count": deliveries,
+        "messaging.eventbus.retry_count": retry_count,
+    }
+    if correlation_id:
+        attributes["messaging.message.conversation_id"] = correlation_id
+    with tracer.start_as_current_span(
+        f"{stream} process",
+        context=propagator.extract(carrier),
+        kind=trace.SpanKind.CONSUMER,
+        attributes=attributes,
+    ) as span:
+        with bound_contextvars(trace_id=format(span.get_span_context().trace_id, "032x")):
+            yield
+
+
+def record_failure(exc: BaseException) -> None:
+    """Mark the current span (the handler's process span) as failed by ``exc``."""
+    api = _otel()
+    if api is None:
+        return
+    trace = api[0]
+    span = trace.get_current_span()
+    if span.is_recording():
+        span.record_exception(exc)
+        span.set_status(trace.Status(trace.StatusCode.ERROR, f"{type(exc).__name__}"))
