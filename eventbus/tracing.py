@@ -18,9 +18,8 @@ from typing import Any
 
 from structlog.contextvars import bound_contextvars
 
-#: Entry fields (not ``_``-prefixed: foreign producers may write them; see wire-format.md).
-TRACEPARENT = "traceparent"
-TRACESTATE = "tracestate"
+from eventbus.schemas import TRACEPARENT, TRACESTATE
+
 _WIRE = ((TRACEPARENT, TRACEPARENT.encode()), (TRACESTATE, TRACESTATE.encode()))
 
 _api: Any = None  # (trace module, propagator), or False when the API is not installed
