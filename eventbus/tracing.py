@@ -86,25 +86,30 @@ def process_span(
         return
     trace, propagator = api
     carrier = {name: fields[raw].decode() for name, raw in _WIRE if raw in fields}
-    attributes: dict[str, Any] = {
-        "messaging.system": "redis",
-        "messaging.operation.type": "process",
-        "messaging.operation.name": "process",
-        "messaging.destination.name": stream,
-        "messaging.consumer.group.name": group,
-        "messaging.message.id": message_id,
-        "messaging.client.id": consumer,
-        "messaging.eventbus.delivery_count": deliveries,
-        "messaging.eventbus.retry_count": retry_count,
-    }
-    if correlation_id:
-        attributes["messaging.message.conversation_id"] = correlation_id
     with tracer.start_as_current_span(
         f"{stream} process",
         context=propagator.extract(carrier),
         kind=trace.SpanKind.CONSUMER,
-        attributes=attributes,
+        # What a sampler may look at; the rest only on spans that are recorded.
+        attributes={
+            "messaging.system": "redis",
+            "messaging.operation.type": "process",
+            "messaging.destination.name": stream,
+        },
     ) as span:
+        if span.is_recording():
+            span.set_attributes(
+                {
+                    "messaging.operation.name": "process",
+                    "messaging.consumer.group.name": group,
+                    "messaging.message.id": message_id,
+                    "messaging.client.id": consumer,
+                    "messaging.eventbus.delivery_count": deliveries,
+                    "messaging.eventbus.retry_count": retry_count,
+                }
+            )
+            if correlation_id:
+                span.set_attribute("messaging.message.conversation_id", correlation_id)
         with bound_contextvars(trace_id=format(span.get_span_context().trace_id, "032x")):
             yield
 
