@@ -7,8 +7,8 @@ are used: the core works without it.
 
 Why counts are kept in plain Python first: one multiprocess ``inc`` costs about 5 us and one
 histogram ``observe`` 11-14 us (a lock and an mmap write each), more than the consumer's
-own CPU per event. A :class:`Tally` adds to local ints under one uncontended lock and a
-flusher thread writes the sums into the library's values once a second (and at exit). A
+own CPU per event. A :class:`Tally` adds to plain ints and lists (no lock) and a flusher
+thread writes what grew into the library's values once a second (and at exit). A
 SIGKILLed worker loses at most that last second of counts.
 """
 
@@ -151,52 +151,63 @@ class _Families:
 
 class Tally:
     """Counts and timings of one (tenant, stream, group) in one process, kept in plain
-    Python and written into prometheus_client's values by :meth:`flush`."""
+    Python and written into prometheus_client's values by :meth:`flush`.
+
+    :meth:`count` and :meth:`observe` take no lock (they sit on the consumer's hot path):
+    call them from one thread at a time (serialise several writers yourself). The values
+    only grow; :meth:`flush`, from any thread, copies them (one C-level copy each, atomic
+    under the GIL) and writes what grew since its last flush.
+    """
 
     def __init__(self, tenant: str, stream: str, group: str) -> None:
         self.labels = (tenant, stream, group)
-        self._lock = threading.Lock()
         self._counts: dict[tuple[str, str], int] = {}
         self._hists: dict[str, list[float]] = {}  # bucket counts (+Inf last), then the sum
+        self._flushed_counts: dict[tuple[str, str], int] = {}
+        self._flushed_hists: dict[str, list[float]] = {}
+        self._flush_lock = threading.Lock()
         self._flusher: threading.Thread | None = None
         self._stop = threading.Event()
 
     def count(self, what: str, reason: str = "", n: int = 1) -> None:
         """Add ``n`` to counter ``what`` (a key of :data:`COUNTERS`)."""
+        counts = self._counts
         key = (what, reason)
-        with self._lock:
-            self._counts[key] = self._counts.get(key, 0) + n
+        counts[key] = counts.get(key, 0) + n
 
     def observe(self, what: str, seconds: float) -> None:
         """One observation of histogram ``what`` (a key of :data:`HISTOGRAMS`)."""
-        index = bisect_left(BUCKETS_S, seconds)  # first bucket with bound >= seconds
-        with self._lock:
-            row = self._hists.get(what)
-            if row is None:
-                row = self._hists[what] = [0.0] * (len(BUCKETS_S) + 2)
-            row[index] += 1
-            row[-1] += seconds
+        row = self._hists.get(what)
+        if row is None:
+            row = self._hists[what] = [0.0] * (len(BUCKETS_S) + 2)
+        row[bisect_left(BUCKETS_S, seconds)] += 1  # first bucket with bound >= seconds
+        row[-1] += seconds
 
     def flush(self) -> None:
         """Write what was counted since the last flush into the shared values."""
-        with self._lock:
-            counts, self._counts = self._counts, {}
-            hists, self._hists = self._hists, {}
-        if not counts and not hists:
-            return
-        families = _Families.get()
-        for (what, reason), n in counts.items():
-            counter = families.counters[what]
-            labels = (*self.labels, reason) if COUNTERS[what][2] else self.labels
-            counter.labels(*labels).inc(n)
-        for what, row in hists.items():
-            child = families.histograms[what].labels(*self.labels)
-            # No bulk observe in prometheus_client: add to its per-bucket values directly
-            # (non-cumulative, +Inf last; tests/unit/test_metrics.py pins this layout).
-            for i, count in enumerate(row[:-1]):
-                if count:
-                    child._buckets[i].inc(count)
-            child._sum.inc(row[-1])
+        with self._flush_lock:
+            counts = self._counts.copy()
+            hists = {what: list(row) for what, row in list(self._hists.items())}
+            grown = {k: n - self._flushed_counts.get(k, 0) for k, n in counts.items()}
+            grown = {k: n for k, n in grown.items() if n}
+            if not grown and hists == self._flushed_hists:
+                return
+            families = _Families.get()
+            for (what, reason), n in grown.items():
+                labels = (*self.labels, reason) if COUNTERS[what][2] else self.labels
+                families.counters[what].labels(*labels).inc(n)
+            for what, row in hists.items():
+                before = self._flushed_hists.get(what) or [0.0] * len(row)
+                child = families.histograms[what].labels(*self.labels)
+                # No bulk observe in prometheus_client: add to its per-bucket values
+                # directly (non-cumulative, +Inf last; tests/unit/test_metrics.py pins it).
+                for i in range(len(row) - 1):
+                    if row[i] != before[i]:
+                        child._buckets[i].inc(row[i] - before[i])
+                if row[-1] != before[-1]:
+                    child._sum.inc(row[-1] - before[-1])
+            self._flushed_counts = counts
+            self._flushed_hists = hists
 
     def start_flusher(self, interval_s: float = 1.0) -> None:
         """Flush every ``interval_s`` in a daemon thread until :meth:`close`."""
@@ -235,8 +246,8 @@ class ConsumerMetrics:
 
     # DeliveryObserver
     def started(self, key: str, message_id: str, retry_count: int) -> None:
-        waited = time.time() + self.clock_offset_s - message_time_s(message_id)
-        self.tally.observe("latency", max(0.0, waited))
+        waited = time.time() + self.clock_offset_s - int(message_id.partition("-")[0]) / 1000
+        self.tally.observe("latency", waited if waited > 0 else 0.0)
         self._started = self._clock()
 
     def finished(self) -> None:

@@ -16,6 +16,7 @@ import multiprocessing as mp
 import os
 import signal
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -90,6 +91,7 @@ class Supervisor:
         self._jobs: list[PeriodicJob] = []
         self._readiness = Readiness(settings.redis_url, self.workers_ready, lambda: self._jobs)
         self._metrics: MetricsServer | None = None
+        self._count_lock = threading.Lock()
         self._reload_queue: list[int] = []
         self._budget = RestartBudget(settings.max_restarts_per_minute)
         self._shutting_down = False
@@ -117,7 +119,8 @@ class Supervisor:
         """Count on the supervisor's own tally (restarts, timeouts, its reclaims and dead
         letters), when metrics are on."""
         if self._metrics is not None:
-            self._metrics.tally.count(what, reason if what == "dead_lettered" else "")
+            with self._count_lock:  # the main loop and the reclaimer thread both count
+                self._metrics.tally.count(what, reason if what == "dead_lettered" else "")
 
     def live_names(self) -> list[str]:
         return [s.name for s in self.slots if s.process is not None and s.process.is_alive()]
