@@ -6,6 +6,7 @@ written again later: the handler ran, so its attempt is neither repeated nor cou
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from typing import TYPE_CHECKING
 
 from structlog.contextvars import bound_contextvars
@@ -19,6 +20,8 @@ from eventbus.intake import Rejected, screen
 from eventbus.outcomes import Outcome, Planned, Result
 from eventbus.records import REASON_DECODE_ERROR, FailureInfo, retry_count_of
 from eventbus.schemas import AgentEvent
+
+_NO_SPAN = nullcontext()  # tracing off: nothing around the handler call
 
 if TYPE_CHECKING:
     from eventbus.consumer import EventConsumer
@@ -80,9 +83,13 @@ class Deliveries:
                 )
                 self._carry_out(plan)
                 return
+            tracer = tracing.tracer()
             with (
                 bound_contextvars(event_id=verdict.event_id, correlation_id=verdict.correlation_id),
-                tracing.process_span(
+                _NO_SPAN
+                if tracer is None
+                else tracing.process_span(
+                    tracer,
                     entry.fields,
                     stream=self._c.stream,
                     group=self._c.group,

@@ -12,6 +12,7 @@ that publishes follow-up events continues it (A -> B -> C is one trace).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -50,23 +51,39 @@ def inject(fields: dict[str, str]) -> None:
         propagator.inject(fields)
 
 
-_cached: list[Any] = []  # [provider, our tracer]: get_tracer costs ~2 us per call
+_cached: list[Any] = [None, None, 0.0]  # [provider, our tracer or None, next look (monotonic)]
+RECHECK_S = 1.0  # a provider set later (or replaced) is seen within this
 
 
-def _tracer(api: Any) -> Any:
-    """The SDK's tracer, or None while only the API's no-op provider is there."""
+def tracer() -> Any:
+    """The tracer process spans come from, or None when tracing is off (no API installed,
+    or only its no-op provider): then the consumer skips :func:`process_span` entirely.
+    The global provider is looked at once a second at most (that look costs ~1 us)."""
+    now = time.monotonic()
+    if now < _cached[2]:
+        return _cached[1]
+    api = _otel()
+    if api is None:
+        _cached[2] = float("inf")
+        return None
     trace = api[0]
     provider = trace.get_tracer_provider()
-    if _cached and _cached[0] is provider:
-        return _cached[1]
-    if isinstance(provider, (trace.ProxyTracerProvider, trace.NoOpTracerProvider)):
-        return None
-    _cached[:] = [provider, provider.get_tracer("eventbus")]
+    if _cached[0] is not provider:
+        off = isinstance(provider, (trace.ProxyTracerProvider, trace.NoOpTracerProvider))
+        _cached[:2] = [provider, None if off else provider.get_tracer("eventbus")]
+    _cached[2] = now + RECHECK_S
     return _cached[1]
+
+
+def refresh() -> None:
+    """Look at the global tracer provider again on the next delivery (not up to a second
+    later): for code that sets a provider and consumes at once, such as tests."""
+    _cached[2] = 0.0
 
 
 @contextmanager
 def process_span(
+    tracer: Any,
     fields: Mapping[bytes, bytes],
     *,
     stream: str,
@@ -77,14 +94,10 @@ def process_span(
     retry_count: int,
     correlation_id: str | None,
 ) -> Iterator[None]:
-    """Run the block in a ``<stream> process`` span, child of the entry's trace context,
-    with the trace id bound in the log context (``trace_id``)."""
-    api = _otel()
-    tracer = _tracer(api) if api is not None else None
-    if tracer is None:
-        yield
-        return
-    trace, propagator = api
+    """Run the block in a ``<stream> process`` span of ``tracer`` (from :func:`tracer`),
+    child of the entry's trace context, with the trace id bound in the log context
+    (``trace_id``)."""
+    trace, propagator = _otel()
     carrier = {name: fields[raw].decode() for name, raw in _WIRE if raw in fields}
     with tracer.start_as_current_span(
         f"{stream} process",

@@ -14,7 +14,14 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from structlog.testing import capture_logs
 
-from eventbus import AgentEvent, DeadLetterQueue, HandlerContext, TenantEventBus, wants_context
+from eventbus import (
+    AgentEvent,
+    DeadLetterQueue,
+    HandlerContext,
+    TenantEventBus,
+    tracing,
+    wants_context,
+)
 from tests.integration.helpers import consumer, make_event
 
 _EXPORTER = InMemorySpanExporter()
@@ -27,6 +34,7 @@ def spans() -> Iterator[InMemorySpanExporter]:
         provider = TracerProvider()
         provider.add_span_processor(SimpleSpanProcessor(_EXPORTER))
         trace.set_tracer_provider(provider)
+    tracing.refresh()  # consumers of earlier tests may have looked less than 1 s ago
     _EXPORTER.clear()
     yield _EXPORTER
     _EXPORTER.clear()
