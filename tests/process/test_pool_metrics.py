@@ -79,7 +79,7 @@ def test_metrics_count_outcomes_time_handlers_and_read_gauges_from_redis(
     bad = event(fail=True)  # one retry (--retry-delays 0), then the DLQ
     tbus.publish_many(STREAM, [*ok, bad])
     tbus.redis.xadd(tbus.keys.stream(STREAM), {"version": "1.0", "junk": "x"})  # decode error
-    wait_for(lambda: value(port, "eventbus_events_handled_total") == 20, 20)
+    wait_for(lambda: value(port, "eventbus_events_handled_total") == 20, 60)
     wait_for(
         lambda: value(port, "eventbus_events_dead_lettered_total", reason="handler_failed") == 1,
         20,
@@ -97,7 +97,7 @@ def test_metrics_count_outcomes_time_handlers_and_read_gauges_from_redis(
     inf = tuple(sorted({**LABELS, "le": "+Inf"}.items()))
     assert m[("eventbus_handler_duration_seconds_bucket", inf)] == 22
     # gauges from Redis (cached for 2 s)
-    wait_for(lambda: value(port, "eventbus_dlq_depth") == 2, 10)
+    wait_for(lambda: value(port, "eventbus_dlq_depth") == 2, 60)
     m = scrape(port)
     assert m[("eventbus_group_lag", key)] == 0
     assert m[("eventbus_group_pending", key)] == 0
@@ -117,10 +117,10 @@ def test_lag_pending_and_oldest_pending_age_while_a_handler_is_busy(
     pool = metrics_pool(make_pool, processes=1, args=["--batch-size", "1"])
     port = pool.port  # type: ignore[attr-defined]
     tbus.publish_many(STREAM, [event(sleep_s=30), *[event(i=i) for i in range(5)]])
-    wait_for(lambda: len(pool.starts()) == 1, 10)
-    wait_for(lambda: value(port, "eventbus_group_pending") == 1, 10)
+    wait_for(lambda: len(pool.starts()) == 1, 60)
+    wait_for(lambda: value(port, "eventbus_group_pending") == 1, 60)
     assert value(port, "eventbus_group_lag") == 5
-    wait_for(lambda: value(port, "eventbus_oldest_pending_age_seconds") >= 1.0, 10)
+    wait_for(lambda: value(port, "eventbus_oldest_pending_age_seconds") >= 1.0, 60)
     pool.kill_all()
 
 
@@ -134,20 +134,20 @@ def test_counters_survive_worker_restarts_and_the_metrics_dir_stays_bounded(
     )
     port = pool.port  # type: ignore[attr-defined]
     folder = metrics_dir(pool)
-    wait_for(lambda: value(port, "eventbus_workers_ready") == 1, 20)
+    wait_for(lambda: value(port, "eventbus_workers_ready") == 1, 60)
     files = {"counter_slot0.db", "histogram_slot0.db", "counter_supervisor.db"}
     rounds = 6
     for n in range(1, rounds + 1):
         tbus.publish(STREAM, event(i=n))
-        wait_for(lambda n=n: value(port, "eventbus_events_handled_total") == n, 20)
+        wait_for(lambda n=n: value(port, "eventbus_events_handled_total") == n, 60)
         if n <= 2:
             (pid,) = pool.worker_pids()
             os.kill(pid, signal.SIGKILL)
-            wait_for(lambda n=n: value(port, "eventbus_worker_restarts_total") == n, 20)
+            wait_for(lambda n=n: value(port, "eventbus_worker_restarts_total") == n, 60)
         else:
             tbus.publish(STREAM, event(hang=True))
-            wait_for(lambda n=n: value(port, "eventbus_handler_timeouts_total") == n - 2, 20)
-        wait_for(lambda: value(port, "eventbus_workers_ready") == 1, 20)
+            wait_for(lambda n=n: value(port, "eventbus_handler_timeouts_total") == n - 2, 60)
+        wait_for(lambda: value(port, "eventbus_workers_ready") == 1, 60)
         assert set(os.listdir(folder)) == files  # one set of files per slot, not per pid
     assert value(port, "eventbus_events_handled_total") == rounds
     assert value(port, "eventbus_handler_duration_seconds_count") == rounds

@@ -122,14 +122,14 @@ def test_watchdog_is_withheld_past_the_grace_while_redis_is_down_then_fed_again(
         pool = Pool(own, tmp_path, processes=1, args=["--watchdog-grace-s", "1"], env=env)
         pools.append(pool)
         pool.start()
-        wait_for(lambda: "WATCHDOG=1" in _received(sock), 20)
+        wait_for(lambda: "WATCHDOG=1" in _received(sock), 60)
         own.stop()
-        wait_for(lambda: pool.logged("watchdog_withheld"), 20)
+        wait_for(lambda: pool.logged("watchdog_withheld"), 60)
         _received(sock)  # drop what came before
         seen = len(pool.logged("watchdog_withheld"))
-        wait_for(lambda: len(pool.logged("watchdog_withheld")) >= seen + 2, 20)
+        wait_for(lambda: len(pool.logged("watchdog_withheld")) >= seen + 2, 60)
         assert "WATCHDOG=1" not in _received(sock)
         assert "redis unreachable" in pool.logged("watchdog_withheld")[-1]["problems"][0]
         own.start()
-        wait_for(lambda: "WATCHDOG=1" in _received(sock), 20)
+        wait_for(lambda: "WATCHDOG=1" in _received(sock), 60)
         assert pool.stop() == 0
