@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 import redis
 import structlog
 
+from eventbus import tracing
 from eventbus.errors import (
     GUARD_ERRORS,
     EventTooLarge,
@@ -123,6 +124,7 @@ class TenantEventBus:
         if violation is not None:
             raise self.refused(event, violation)
         fields = event.to_stream_dict()
+        tracing.inject(fields)  # traceparent / tracestate of the current span, if any
         size = encoded_size(fields)
         if size > self.settings.max_event_bytes:
             raise EventTooLarge(

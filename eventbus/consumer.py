@@ -22,7 +22,7 @@ from eventbus.bus import TenantEventBus
 from eventbus.delivery import Deliveries
 from eventbus.dlq import DeadLetterQueue
 from eventbus.errors import BusConnectionError, BusRefused, EventBusError, GroupMissing
-from eventbus.handler import DeliveryObserver, Handler
+from eventbus.handler import DeliveryObserver, Handler, OutcomeCallback
 from eventbus.heartbeat import Heartbeat
 from eventbus.keys import check_tenant, validate_consumer, validate_group, validate_stream
 from eventbus.outcomes import Outcomes
@@ -81,6 +81,7 @@ class EventConsumer:
         policy: RetryPolicy | None = None,
         settings: ConsumerSettings | None = None,
         observers: Sequence[DeliveryObserver] = (),
+        on_outcome: OutcomeCallback | None = None,
     ) -> None:
         self.bus = bus
         self.stream = validate_stream(stream)
@@ -96,7 +97,7 @@ class EventConsumer:
         )
         self.settings = settings or ConsumerSettings()
         self.group_stream = bus.group(stream, group)
-        self.outcomes = Outcomes(self.group_stream)
+        self.outcomes = Outcomes(self.group_stream, on_outcome)
         self.log = structlog.get_logger("eventbus.consumer").bind(
             tenant=bus.tenant_id, stream=stream, group=group, consumer=consumer_name
         )
@@ -111,7 +112,11 @@ class EventConsumer:
         self._heartbeat = Heartbeat(self.group_stream, consumer_name, self.settings.heartbeat_s)
         self.stats: Counter[str] = Counter()
         self._deliveries = Deliveries(
-            self, self._acks, (self._heartbeat, *observers), on_retry=self._wake_for_retry
+            self,
+            self._acks,
+            (self._heartbeat, *observers),
+            on_retry=self._wake_for_retry,
+            on_outcome=on_outcome,
         )
         # 0.1 s doubling up to the cap, plus up to 0.1 s of jitter (workers do not reconnect
         # in lockstep).

@@ -15,6 +15,8 @@ from eventbus.schemas import (
     REQUIRED_FIELDS,
     SUPPORTED_MAJOR_VERSIONS,
     TIMESTAMP_PATTERN,
+    TRACEPARENT,
+    TRACESTATE,
     EventPriority,
     EventType,
 )
@@ -62,6 +64,14 @@ def json_schema() -> dict[str, Any]:
             "context_refs": {"type": "array", "items": {"type": "string"}},
             "correlation_id": optional_id,
             "parent_event_id": optional_id,
+            TRACEPARENT: _text(
+                "[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}",
+                description="W3C trace context of the publisher's span (optional)",
+            ),
+            TRACESTATE: {
+                "type": "string",
+                "description": "W3C tracestate that goes with traceparent (optional)",
+            },
         },
         "$defs": {
             "event_id": _text(EVENT_ID_CHAR + "+", minLength=1, maxLength=EVENT_ID_MAX),

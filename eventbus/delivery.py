@@ -6,20 +6,23 @@ written again later: the handler ran, so its attempt is neither repeated nor cou
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from typing import TYPE_CHECKING
 
 from eventbus import handler as handlers
-from eventbus import trace
+from eventbus import trace, tracing
 from eventbus.acks import AckBuffer
 from eventbus.groupstream import RawEntry
-from eventbus.handler import DeliveryObserver, Handler, HandlerContext
+from eventbus.handler import DeliveryObserver, Handler, HandlerContext, OutcomeCallback
 from eventbus.intake import Rejected, screen
 from eventbus.logs import log_context
 from eventbus.outcomes import Outcome, Planned, Result
-from eventbus.records import FailureInfo, retry_count_of
+from eventbus.records import REASON_DECODE_ERROR, FailureInfo, retry_count_of
 from eventbus.requests import STOP_REASONS, STOPPED_CONFIRM_S, StoppedCache
 from eventbus.schemas import AgentEvent
 from eventbus.trace import TraceWriter
+
+_NO_SPAN = nullcontext()  # tracing off: nothing around the handler call
 
 if TYPE_CHECKING:
     from eventbus.consumer import EventConsumer
@@ -36,11 +39,13 @@ class Deliveries:
         observers: Sequence[DeliveryObserver],
         *,
         on_retry: Callable[[float], None],
+        on_outcome: OutcomeCallback | None = None,
     ) -> None:
         self._c = consumer
         self._acks = acks
         self._observers = tuple(observers)
         self._on_retry = on_retry  # a retry is due after this many seconds
+        self._on_outcome = on_outcome  # told what became of each delivery (metrics)
         self._unwritten: dict[tuple[str, str], Planned] = {}  # outcomes Redis refused
         self._stopped = StoppedCache(consumer.bus.requests)  # halted / spent requests
         self.trace = TraceWriter(consumer.bus, consumer.stream, consumer.group)
@@ -57,6 +62,8 @@ class Deliveries:
             # is done first, or the events before it are handled again at a crash.
             self._acks.flush()
         retry_count = retry_count_of(entry.fields)
+        if deliveries > 1:
+            self._tell("redelivered")
         verdict = self._screen(entry, deliveries, self._stopped.current())
         if isinstance(verdict, Rejected) and verdict.reason in STOP_REASONS:
             # confirm with a fresh copy: the request may have been resumed meanwhile
@@ -68,6 +75,8 @@ class Deliveries:
         }
         if isinstance(verdict, Rejected):
             self._c.stats[f"rejected_{verdict.reason}"] += 1
+            if verdict.reason == REASON_DECODE_ERROR:
+                self._tell("decode_error")
             with log_context(**context):
                 plan = self._c.outcomes.plan_dead_letter(
                     entry.key,
@@ -81,7 +90,23 @@ class Deliveries:
             return
         context["event_id"] = verdict.event_id
         context["correlation_id"] = verdict.correlation_id
-        with log_context(**context):
+        tracer = tracing.tracer()
+        with (
+            log_context(**context),
+            _NO_SPAN
+            if tracer is None
+            else tracing.process_span(
+                tracer,
+                entry.fields,
+                stream=self._c.stream,
+                group=self._c.group,
+                consumer=self._c.consumer_name,
+                message_id=entry.message_id,
+                deliveries=deliveries,
+                retry_count=retry_count,
+                correlation_id=verdict.correlation_id,
+            ),
+        ):
             self._run_handler(entry, verdict, deliveries, retry_count, handler)
 
     def _screen(
@@ -127,6 +152,8 @@ class Deliveries:
         except Exception as exc:  # a failed attempt; BaseException (exit) leaves it pending
             self._finished()
             self._c.stats["failed"] += 1
+            self._tell("failed")
+            tracing.record_failure(exc)
             plan = self._c.outcomes.plan_failure(
                 entry.key,
                 entry.message_id,
@@ -149,11 +176,16 @@ class Deliveries:
         self._acks.add(entry.key, entry.message_id)
         self.trace.note(event, trace.HANDLED)
         self._c.stats["handled"] += 1
+        self._tell("handled")
         self._c.log.debug("event_handled")
 
     def _finished(self) -> None:
         for observer in self._observers:
             observer.finished()
+
+    def _tell(self, what: str, reason: str = "") -> None:
+        if self._on_outcome is not None:
+            self._on_outcome(what, reason)
 
     # -- outcomes ------------------------------------------------------------------------
 

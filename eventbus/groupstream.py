@@ -318,6 +318,67 @@ class GroupStream:
             "dlq_size": dlq_size,
         }
 
+    # -- gauges (metrics) --------------------------------------------------------------
+
+    def server_time_s(self) -> float:
+        """Redis's clock (TIME), in seconds since the epoch."""
+        with translated(self._what("time")):
+            sec, usec = self._r.time()
+        return int(sec) + int(usec) / 1e6
+
+    def lag(self, key: str, row: Mapping[str, Any] | None) -> int:
+        """Entries of ``key`` not yet delivered to the group. XINFO GROUPS reports lag as
+        nil after an XDEL in that range; then the entries after the group's last delivered
+        id are counted (up to ``LAG_FALLBACK_CAP``, a lower bound past it)."""
+        if row is None:
+            return 0
+        if row["lag"] is not None:
+            return int(row["lag"])
+        with translated(self._what("count lag")):
+            if row["last_delivered_id"] in ("0-0", "0"):
+                return int(self._r.xlen(key))
+            ids = self._r.xrange(key, "(" + row["last_delivered_id"], "+", LAG_FALLBACK_CAP)
+        return len(ids or [])
+
+    def oldest_pending_id(self, key: str) -> str | None:
+        """The smallest id pending in the group on ``key`` (XPENDING summary), or None."""
+        try:
+            with translated(self._what("pending summary")):
+                summary = self._r.xpending(key, self.group)
+        except GroupMissing:
+            return None
+        return s(summary["min"]) if summary and summary.get("min") else None
+
+    def gauges(self) -> dict[str, float]:
+        """The group's numbers for a metrics scrape: ``lag`` (main stream), ``pending``
+        (both streams), ``oldest_pending_age_s`` (Redis clock minus the oldest pending id's
+        time; 0 when nothing is pending), ``scheduled_retries``, ``retry_backlog`` (due
+        retries not yet read) and ``dlq_depth``."""
+        main, retry = self.group_row(self.main), self.group_row(self.retry)
+        pending = sum(row["pending"] for row in (main, retry) if row is not None)
+        oldest: float | None = None
+        for key, row in ((self.main, main), (self.retry, retry)):
+            if row is not None and row["pending"]:
+                found = self.oldest_pending_id(key)
+                if found is not None:
+                    t = int(found.partition("-")[0]) / 1000
+                    oldest = t if oldest is None else min(oldest, t)
+        age = 0.0 if oldest is None else max(0.0, self.server_time_s() - oldest)
+        with translated(self._what("count dead letters")):
+            dlq = int(self._r.xlen(self.dlq))
+        return {
+            "lag": self.lag(self.main, main),
+            "pending": pending,
+            "oldest_pending_age_s": age,
+            "scheduled_retries": self.scheduled(),
+            "retry_backlog": self.lag(self.retry, retry),
+            "dlq_depth": dlq,
+        }
+
+
+#: Most entries counted one by one when Redis cannot tell a group's lag (after an XDEL).
+LAG_FALLBACK_CAP = 10_000
+
 
 def group_row(row: Mapping[Any, Any]) -> dict[str, Any]:
     """One XINFO GROUPS row, decoded: name, consumers, pending, last_delivered_id, lag."""

@@ -56,6 +56,12 @@ class DeliveryObserver(Protocol):
     def finished(self) -> None: ...
 
 
+#: Told what became of a delivery: ``(what, reason)`` with ``what`` one of "handled",
+#: "failed", "retried", "dead_lettered" (``reason``: the dead-letter reason), "redelivered",
+#: "reclaimed", "decode_error". Called in the consumer's thread; must be quick.
+OutcomeCallback = Callable[[str, str], None]
+
+
 def wants_context(fn: F) -> F:
     """Mark a handler as ``handler(event, ctx: HandlerContext)``."""
     setattr(fn, _ATTR, True)

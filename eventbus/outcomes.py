@@ -16,6 +16,7 @@ from enum import Enum
 
 from eventbus.errors import BusConnectionError, BusRefused
 from eventbus.groupstream import Claim, GroupStream
+from eventbus.handler import OutcomeCallback
 from eventbus.intake import poison
 from eventbus.records import REASON_HANDLER_FAILED, FailureInfo, dead_letter_metadata
 from eventbus.redis_io import error_text
@@ -57,9 +58,14 @@ class Planned:
 class Outcomes:
     """The failure paths of one group."""
 
-    def __init__(self, group: GroupStream) -> None:
+    def __init__(self, group: GroupStream, on_outcome: OutcomeCallback | None = None) -> None:
         self.group = group
         self.log = group.log
+        self.on_outcome = on_outcome  # told of retries, dead letters and reclaims (metrics)
+
+    def _tell(self, what: str, reason: str = "") -> None:
+        if self.on_outcome is not None:
+            self.on_outcome(what, reason)
 
     # -- planning (no I/O) ---------------------------------------------------------------
 
@@ -155,6 +161,7 @@ class Outcomes:
                 error_type=failure.error_type,
                 message_id=plan.message_id,
             )
+            self._tell(Result.RETRIED.value)
             return Outcome(Result.RETRIED, plan.delay_s)
         self.log.error(
             "dead_lettered",
@@ -164,6 +171,7 @@ class Outcomes:
             error=failure.message,
             message_id=plan.message_id,
         )
+        self._tell(Result.DEAD_LETTERED.value, plan.reason)
         return Outcome(Result.DEAD_LETTERED)
 
     def fail(
@@ -211,6 +219,7 @@ class Outcomes:
                 self.carry_out(plan)
             else:
                 kept.append(claim)
+                self._tell("reclaimed")
         if kept:
             by_consumer: dict[str, int] = {}
             for claim in kept:

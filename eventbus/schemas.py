@@ -334,6 +334,13 @@ def _describe(exc: ValidationError) -> str:
     return "invalid event: " + "; ".join(parts)
 
 
+#: W3C trace context fields an entry may carry (written by ``publish`` when a span is
+#: active, or by any producer; see eventbus.tracing and docs/wire-format.md). Wire-only:
+#: not part of the model, not ``_``-prefixed because foreign producers may write them.
+TRACEPARENT = "traceparent"
+TRACESTATE = "tracestate"
+
+
 def json_schema() -> dict[str, Any]:
     """JSON Schema (2020-12) of a decoded event: see :mod:`eventbus.contract`."""
     from eventbus.contract import json_schema as build  # it imports this module

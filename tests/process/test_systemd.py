@@ -11,7 +11,9 @@ import sys
 from pathlib import Path
 
 from tests.conftest import wait_for
+from tests.process.pool import Pool
 from workers.pool import sdnotify
+from workers.tools.localredis import LocalRedis
 
 ROOT = Path(__file__).parents[2]
 
@@ -109,3 +111,25 @@ def test_unit_has_one_reader_of_the_env_file() -> None:
     assert not [line for line in directives if line.startswith("EnvironmentFile")]
     exec_start = next(line for line in directives if line.startswith("ExecStart="))
     assert exec_start.endswith("eventbus-supervisor --env-file /etc/eventbus/%i.env")
+
+
+def test_watchdog_is_withheld_past_the_grace_while_redis_is_down_then_fed_again(
+    tmp_path: Path, pools: list[Pool]
+) -> None:
+    path = str(tmp_path / "notify.sock")
+    with LocalRedis() as own, _datagram_socket(path) as sock:
+        env = {"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "400000"}
+        pool = Pool(own, tmp_path, processes=1, args=["--watchdog-grace-s", "1"], env=env)
+        pools.append(pool)
+        pool.start()
+        wait_for(lambda: "WATCHDOG=1" in _received(sock), 60)
+        own.stop()
+        wait_for(lambda: pool.logged("watchdog_withheld"), 60)
+        _received(sock)  # drop what came before
+        seen = len(pool.logged("watchdog_withheld"))
+        wait_for(lambda: len(pool.logged("watchdog_withheld")) >= seen + 2, 60)
+        assert "WATCHDOG=1" not in _received(sock)
+        assert "redis unreachable" in pool.logged("watchdog_withheld")[-1]["problems"][0]
+        own.start()
+        wait_for(lambda: "WATCHDOG=1" in _received(sock), 60)
+        assert pool.stop() == 0

@@ -14,6 +14,7 @@ from typing import Any
 import structlog
 
 from eventbus import DeadLetterQueue, TenantEventBus
+from eventbus.handler import OutcomeCallback
 from eventbus.outcomes import Outcomes
 from workers.pool.settings import PoolSettings
 
@@ -27,8 +28,8 @@ class PeriodicJob(threading.Thread):
         self._tick = tick
         self._stop_event = threading.Event()
         self.log = structlog.get_logger("workers.pool.jobs").bind(job=name)
-        self.ticks = 0
-        self.last_ok = time.monotonic()
+        #: When the last tick ended (monotonic; a failed tick counts: the job is alive).
+        self.last_tick = time.monotonic()
 
     def run(self) -> None:
         start = time.monotonic()
@@ -37,6 +38,7 @@ class PeriodicJob(threading.Thread):
                 self._tick()
             except Exception as exc:  # isolate a failing tick
                 self.log.error("job_tick_failed", error=f"{type(exc).__name__}: {exc}")
+            self.last_tick = time.monotonic()
             # Drift correction: ticks stay on the grid start + k * interval.
             now = time.monotonic()
             skipped = int((now - start) / self.interval_s)
@@ -52,12 +54,16 @@ class Reclaimer:
     workers of the pool, and dead-letters poison pills (delivered too often)."""
 
     def __init__(
-        self, bus: TenantEventBus, settings: PoolSettings, live_names: Callable[[], Sequence[str]]
+        self,
+        bus: TenantEventBus,
+        settings: PoolSettings,
+        live_names: Callable[[], Sequence[str]],
+        on_outcome: OutcomeCallback | None = None,
     ) -> None:
         self.settings = settings
         self.live_names = live_names
         self.group = bus.group(settings.stream, settings.group)
-        self.outcomes = Outcomes(self.group)
+        self.outcomes = Outcomes(self.group, on_outcome)
         self._turn = 0
 
     def tick(self) -> int:

@@ -159,6 +159,21 @@ class PoolSettings:
             "worker restarts allowed per minute before respawning pauses (logged loudly)",
         ),
     ] = 10
+    metrics_port: Annotated[
+        int,
+        Setting(
+            at_least_int(0),
+            "serve /metrics, /healthz and /readyz on this port (0 = off; needs eventbus[metrics])",
+        ),
+    ] = 0
+    metrics_host: Annotated[str, Setting(str, "address the metrics endpoint binds")] = "127.0.0.1"
+    watchdog_grace_s: Annotated[
+        float,
+        Setting(
+            at_least_float(0),
+            "the systemd watchdog is no longer fed once the pool is not ready for this long",
+        ),
+    ] = 60.0
     log_level: Annotated[str, Setting(one_of(*LEVELS), "log level: " + ", ".join(LEVELS))] = "info"
     log_format: Annotated[
         str, Setting(one_of(*get_args(Format)), "log format: " + ", ".join(get_args(Format)))

@@ -16,6 +16,7 @@ import multiprocessing as mp
 import os
 import signal
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -23,15 +24,17 @@ from dataclasses import dataclass, field, replace
 from multiprocessing.connection import wait
 from multiprocessing.context import SpawnProcess
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import redis
 import structlog
 
-from eventbus import DeadLetterQueue, TenantEventBus
+from eventbus import DeadLetterQueue, TenantEventBus, metrics
 from eventbus.logs import configure_logging, log_context
 from eventbus.outcomes import Outcomes
 from eventbus.records import FailureInfo
 from workers.pool import sdnotify
+from workers.pool.health import Readiness
 from workers.pool.jobs import PeriodicJob, Reclaimer, Sweeper
 from workers.pool.loader import HandlerLoadError, load_handler
 from workers.pool.restarts import RestartBudget, SlotBackoff
@@ -42,6 +45,9 @@ from workers.pool.settings import (
     parse_settings,
 )
 from workers.pool.worker import EXIT_HANDLER_LOAD, SlotState, run_worker
+
+if TYPE_CHECKING:
+    from workers.pool.metrics import MetricsServer
 
 READY_TIMEOUT_S = 30.0  # READY=1 is sent after this even if some worker is not up yet
 
@@ -80,8 +86,11 @@ class Supervisor:
         os.set_blocking(self._wake_w, False)
         self._client = redis.Redis.from_url(settings.redis_url, client_name="eventbus-supervisor")
         self._bus = TenantEventBus(self._client, settings.tenant, settings=settings.bus_settings())
-        self._outcomes = Outcomes(self._bus.group(settings.stream, settings.group))
+        self._outcomes = Outcomes(self._bus.group(settings.stream, settings.group), self._count)
         self._jobs: list[PeriodicJob] = []
+        self._readiness = Readiness(settings.redis_url, self.workers_ready, lambda: self._jobs)
+        self._metrics: MetricsServer | None = None
+        self._count_lock = threading.Lock()
         self._reload_queue: list[int] = []
         self._budget = RestartBudget(settings.max_restarts_per_minute)
         self._shutting_down = False
@@ -96,6 +105,22 @@ class Supervisor:
         )
         return Slot(index, self.settings.consumer_name(index), state)
 
+    def workers_ready(self) -> tuple[int, int]:
+        """(workers up and consuming, workers configured)."""
+        ready = sum(
+            1
+            for s in self.slots
+            if s.state.ready and s.process is not None and s.process.is_alive()
+        )
+        return ready, len(self.slots)
+
+    def _count(self, what: str, reason: str = "") -> None:
+        """Count on the supervisor's own tally (restarts, timeouts, its reclaims and dead
+        letters), when metrics are on."""
+        if self._metrics is not None:
+            with self._count_lock:  # the main loop and the reclaimer thread both count
+                self._metrics.tally.count(what, reason if what == "dead_lettered" else "")
+
     def live_names(self) -> list[str]:
         return [s.name for s in self.slots if s.process is not None and s.process.is_alive()]
 
@@ -105,7 +130,13 @@ class Supervisor:
         slot.name = self.settings.consumer_name(slot.index)
         process = self.ctx.Process(
             target=run_worker,
-            args=(self.settings, slot.index, os.getpid(), slot.state),
+            args=(
+                self.settings,
+                slot.index,
+                os.getpid(),
+                slot.state,
+                self._metrics.dir if self._metrics else None,
+            ),
             name=f"eventbus-worker-{slot.name}",
             daemon=False,
         )
@@ -147,6 +178,7 @@ class Supervisor:
         self.log.info(
             "supervisor_starting", processes=len(self.slots), handler=self.settings.handler
         )
+        self._start_metrics()  # first: the workers write into its directory
         for slot in self.slots:
             self._spawn(slot)
         self._start_jobs()
@@ -174,21 +206,42 @@ class Supervisor:
                     f"READY=1\nSTATUS=running {len(self.slots)} workers\nMAINPID={os.getpid()}"
                 )
                 self.log.info("supervisor_ready", workers=self.live_names())
-            if ready_sent and watchdog_s and now >= next_watchdog and self._healthy():
-                sdnotify.notify("WATCHDOG=1")
+            if ready_sent and watchdog_s and now >= next_watchdog:
                 next_watchdog = now + watchdog_s
+                self._feed_watchdog()
 
     def _wait(self, timeout_s: float) -> None:
         sentinels = [s.process.sentinel for s in self.slots if s.process is not None]
         wait([*sentinels, self._wake_r], timeout=timeout_s)
         self._drain_wakeups()
 
-    def _healthy(self) -> bool:
-        return all(job.is_alive() for job in self._jobs)
+    def _feed_watchdog(self) -> None:
+        """WATCHDOG=1, unless the pool has been unready (as /readyz says) for longer than
+        the grace period: then systemd restarts it after WatchdogSec."""
+        if self._readiness.watchdog_ok(self.settings.watchdog_grace_s):
+            sdnotify.notify("WATCHDOG=1")
+            return
+        verdict = self._readiness.check()
+        self.log.error("watchdog_withheld", problems=list(verdict.problems))
+
+    def _start_metrics(self) -> None:
+        st = self.settings
+        if not st.metrics_port:
+            return
+        from workers.pool.metrics import MetricsServer
+
+        self._metrics = MetricsServer(
+            st.metrics_host,
+            st.metrics_port,
+            self._bus.group(st.stream, st.group),
+            self._readiness,
+            self.workers_ready,
+        )
+        self._metrics.start()
 
     def _start_jobs(self) -> None:
         st = self.settings
-        reclaimer = Reclaimer(self._bus, st, self.live_names)
+        reclaimer = Reclaimer(self._bus, st, self.live_names, self._count)
         sweeper = Sweeper(self._bus, DeadLetterQueue(self._client, st.tenant), st, self.live_names)
         self._jobs = [
             PeriodicJob("reclaimer", st.reclaim_interval_s, reclaimer.tick),
@@ -211,6 +264,7 @@ class Supervisor:
                 planned = slot.planned_respawn
                 if not planned:
                     self._budget.record(now)
+                    self._count("worker_restart")
                 self._spawn(slot)
                 self.log.log(
                     logging.INFO if planned else logging.WARNING,
@@ -262,6 +316,7 @@ class Supervisor:
                 continue
             delivery = slot.state.delivery()
             slot.planned_exit = "timeout"
+            self._count("handler_timeout")
             process.kill()
             process.join(10)
             if delivery is not None:
@@ -360,6 +415,9 @@ class Supervisor:
                 slot.process.join(10)
         for job in self._jobs:
             job.join(5)
+        if self._metrics is not None:
+            self._metrics.close()
+        self._readiness.close()
         self.log.info("supervisor_stopped")
         return 0
 
@@ -386,6 +444,12 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "eventbus-supervisor"
         load_handler(settings.handler)
     except HandlerLoadError as exc:
         sys.stderr.write(f"{prog}: error: {exc}\n")
+        return 2
+    if settings.metrics_port and not metrics.available():
+        sys.stderr.write(
+            "eventbus-supervisor: error: --metrics-port needs prometheus_client: "
+            "pip install 'eventbus[metrics]'\n"
+        )
         return 2
     return Supervisor(settings, argv).run()
 

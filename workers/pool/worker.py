@@ -17,7 +17,10 @@ import redis
 import structlog
 
 from eventbus import DeadLetterQueue, EventConsumer, TenantEventBus
+from eventbus.errors import EventBusError
+from eventbus.handler import DeliveryObserver
 from eventbus.logs import configure_logging
+from eventbus.metrics import ConsumerMetrics, Tally, use_multiprocess_dir
 from workers.pool.loader import HandlerLoadError, load_handler
 from workers.pool.settings import PoolSettings
 
@@ -84,8 +87,15 @@ def _watch_parent(
         time.sleep(0.5)
 
 
-def run_worker(settings: PoolSettings, index: int, parent_pid: int, slot: SlotState) -> None:
-    """Entry point of a worker process."""
+def run_worker(
+    settings: PoolSettings,
+    index: int,
+    parent_pid: int,
+    slot: SlotState,
+    metrics_dir: str | None = None,
+) -> None:
+    """Entry point of a worker process. With ``metrics_dir``, counts and timings go to the
+    slot's multiprocess files there (kept across respawns of the slot)."""
     # The supervisor blocks these while it starts us, and the mask survives fork + exec.
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
     _die_with_parent()
@@ -106,6 +116,15 @@ def run_worker(settings: PoolSettings, index: int, parent_pid: int, slot: SlotSt
 
     client = redis.Redis.from_url(settings.redis_url, client_name=name)
     bus = TenantEventBus(client, settings.tenant, settings=settings.bus_settings())
+    observers: list[DeliveryObserver] = []
+    # The supervisor only reads the slot to kill hung handlers: no timeout, no reports
+    # (two shared-memory writes per event saved).
+    if settings.handler_timeout_s > 0:
+        observers.append(SlotReporter(slot))
+    tally = _metrics_tally(settings, index, metrics_dir)
+    watcher = ConsumerMetrics(tally) if tally is not None else None
+    if watcher is not None:
+        observers.append(watcher)
     consumer = EventConsumer(
         bus,
         settings.stream,
@@ -114,9 +133,8 @@ def run_worker(settings: PoolSettings, index: int, parent_pid: int, slot: SlotSt
         DeadLetterQueue(client, settings.tenant),
         policy=settings.retry_policy(),
         settings=settings.consumer_settings(),
-        # The supervisor only reads the slot to kill hung handlers: no timeout, no reports
-        # (two shared-memory writes per event saved).
-        observers=[SlotReporter(slot)] if settings.handler_timeout_s > 0 else [],
+        observers=observers,
+        on_outcome=watcher.outcome if watcher is not None else None,
     )
     stops = 0
 
@@ -138,10 +156,34 @@ def run_worker(settings: PoolSettings, index: int, parent_pid: int, slot: SlotSt
         return
     threading.Thread(target=_watch_parent, args=(parent_pid, consumer, log), daemon=True).start()
     _wait_ready(bus, settings, consumer, log)
+    if watcher is not None and tally is not None:
+        watcher.clock_offset_s = _clock_offset_s(consumer)
+        tally.start_flusher()
     slot.ready_flag.value = True
     log.info("worker_started", handler=settings.handler)
-    consumer.process_loop(handler)
+    try:
+        consumer.process_loop(handler)
+    finally:
+        if tally is not None:
+            tally.close()
     log.info("worker_stopped")
+
+
+def _metrics_tally(settings: PoolSettings, index: int, metrics_dir: str | None) -> Tally | None:
+    if metrics_dir is None:
+        return None
+    use_multiprocess_dir(metrics_dir, f"slot{index}")  # before any metric exists
+    return Tally(settings.tenant, settings.stream, settings.group)
+
+
+def _clock_offset_s(consumer: EventConsumer) -> float:
+    """Redis time minus ours, for latencies from entry ids (0 if Redis cannot tell now)."""
+    try:
+        before = time.time()
+        server = consumer.group_stream.server_time_s()
+        return server - (before + time.time()) / 2
+    except EventBusError:
+        return 0.0
 
 
 def _wait_ready(

@@ -1,0 +1,158 @@
+"""W3C trace context through the bus, checked with the OpenTelemetry SDK's in-memory
+exporter: agent chains are one trace, and so is an event's whole life (retries, DLQ,
+replay). Also: every log line of a handled event carries the delivery's context."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import structlog
+from opentelemetry import trace
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from structlog.testing import capture_logs
+
+from eventbus import (
+    AgentEvent,
+    DeadLetterQueue,
+    HandlerContext,
+    TenantEventBus,
+    tracing,
+    wants_context,
+)
+from tests.integration.helpers import consumer, make_event
+
+_EXPORTER = InMemorySpanExporter()
+
+
+@pytest.fixture
+def spans() -> Iterator[InMemorySpanExporter]:
+    """The process's SDK tracer provider (set once: OpenTelemetry allows one)."""
+    if not isinstance(trace.get_tracer_provider(), TracerProvider):
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(_EXPORTER))
+        trace.set_tracer_provider(provider)
+    tracing.refresh()  # consumers of earlier tests may have looked less than 1 s ago
+    _EXPORTER.clear()
+    yield _EXPORTER
+    _EXPORTER.clear()
+
+
+def follow_up(event: AgentEvent, agent: str) -> AgentEvent:
+    return make_event(
+        source_agent_id=agent,
+        call_chain=[*event.call_chain, agent],
+        correlation_id=event.correlation_id or event.event_id,
+        parent_event_id=event.event_id,
+    )
+
+
+def process_spans(exporter: InMemorySpanExporter, stream: str) -> list[ReadableSpan]:
+    return [s for s in exporter.get_finished_spans() if s.name == f"{stream} process"]
+
+
+def test_a_chain_of_three_agents_in_two_pools_is_one_trace_of_parent_and_children(
+    bus: TenantEventBus, dlq: DeadLetterQueue, spans: InMemorySpanExporter
+) -> None:
+    # A (the test, in a request span) -> tasks -> B (pool "writers") -> results
+    # -> C (pool "reviewers") -> done
+    def agent_b(event: AgentEvent) -> None:
+        bus.publish("results", follow_up(event, "writer"))
+
+    def agent_c(event: AgentEvent) -> None:
+        bus.publish("done", follow_up(event, "reviewer"))
+
+    writers = consumer(bus, dlq, stream="tasks", group="writers", name="w1")
+    reviewers = consumer(bus, dlq, stream="results", group="reviewers", name="r1")
+    tracer = trace.get_tracer("test")
+    with tracer.start_as_current_span("user request") as root:
+        bus.publish("tasks", make_event())
+    assert writers.process_batch(agent_b, block_ms=100) == 1
+    assert reviewers.process_batch(agent_c, block_ms=100) == 1
+
+    (b_span,) = process_spans(spans, "tasks")
+    (c_span,) = process_spans(spans, "results")
+    trace_id = root.get_span_context().trace_id
+    assert {b_span.context.trace_id, c_span.context.trace_id} == {trace_id}
+    assert b_span.parent is not None and b_span.parent.span_id == root.get_span_context().span_id
+    assert c_span.parent is not None and c_span.parent.span_id == b_span.context.span_id
+    assert b_span.kind is trace.SpanKind.CONSUMER
+    attrs = b_span.attributes or {}
+    assert attrs["messaging.destination.name"] == "tasks"
+    assert attrs["messaging.consumer.group.name"] == "writers"
+    assert attrs["messaging.operation.type"] == "process"
+    assert attrs["messaging.eventbus.delivery_count"] == 1
+    # C's follow-up carries C's span as its parent: a fourth agent would continue the trace.
+    ((_, fields),) = bus.redis.xrange(bus.keys.stream("done"))
+    assert fields[b"traceparent"].decode().split("-")[2] == format(c_span.context.span_id, "016x")
+
+
+def test_a_retried_dead_lettered_and_replayed_event_stays_in_its_trace(
+    bus: TenantEventBus, dlq: DeadLetterQueue, spans: InMemorySpanExporter
+) -> None:
+    fails = {"left": 2}
+
+    def flaky(event: AgentEvent) -> None:
+        if fails["left"]:
+            fails["left"] -= 1
+            raise RuntimeError("boom")
+
+    worker = consumer(bus, dlq, retry_delays=[0.0], max_retries=1)  # one retry, then DLQ
+    with trace.get_tracer("test").start_as_current_span("user request") as root:
+        bus.publish("tasks", make_event())
+    assert worker.process_batch(flaky, block_ms=100) == 1  # attempt 1 fails: retry
+    while worker.process_batch(flaky, block_ms=100) == 0:  # attempt 2 fails: DLQ
+        pass
+    (letter,) = dlq.list_dlq_messages("tasks")
+    stored = bus.redis.xrange(bus.keys.dlq("tasks"))[0][1]
+    assert b"traceparent" in stored
+    dlq.replay_message("tasks", letter.dlq_id)
+    while worker.process_batch(flaky, block_ms=100) == 0:  # attempt 3 (replayed) succeeds
+        pass
+
+    attempts = process_spans(spans, "tasks")
+    assert len(attempts) == 3
+    root_ctx = root.get_span_context()
+    assert {s.context.trace_id for s in attempts} == {root_ctx.trace_id}
+    assert all(s.parent is not None and s.parent.span_id == root_ctx.span_id for s in attempts)
+    statuses = [s.status.status_code for s in attempts]
+    assert statuses == [trace.StatusCode.ERROR, trace.StatusCode.ERROR, trace.StatusCode.UNSET]
+    retries = [(s.attributes or {})["messaging.eventbus.retry_count"] for s in attempts]
+    assert retries == [0, 1, 0]
+
+
+def test_publish_outside_any_span_writes_no_trace_fields(
+    bus: TenantEventBus, spans: InMemorySpanExporter
+) -> None:
+    bus.publish("tasks", make_event())
+    ((_, fields),) = bus.redis.xrange(bus.keys.stream("tasks"))
+    assert b"traceparent" not in fields and b"tracestate" not in fields
+
+
+def test_every_line_of_a_handled_event_carries_the_delivery_context(
+    bus: TenantEventBus, dlq: DeadLetterQueue, spans: InMemorySpanExporter
+) -> None:
+    @wants_context
+    def handler(event: AgentEvent, ctx: HandlerContext) -> None:
+        ctx.log.info("agent_working", step=1)
+        structlog.get_logger("my.agent").info("agent_own_logger")
+
+    worker = consumer(bus, dlq, name="c7")
+    event = make_event(correlation_id="req-42")
+    with trace.get_tracer("test").start_as_current_span("user request") as root:
+        bus.publish("tasks", event)
+    with capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:
+        assert worker.process_batch(handler, block_ms=100) == 1
+    want = {
+        "consumer": "c7",
+        "event_id": event.event_id,
+        "correlation_id": "req-42",
+        "attempt": 1,
+        "trace_id": format(root.get_span_context().trace_id, "032x"),
+    }
+    (line,) = [x for x in logs if x["event"] == "agent_working"]
+    assert {**line, **want, "tenant": "acme", "stream": "tasks", "group": "workers"} == line
+    (own,) = [x for x in logs if x["event"] == "agent_own_logger"]
+    assert {**own, **want} == own  # a plain structlog logger gets the contextvars too

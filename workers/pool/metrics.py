@@ -1,0 +1,175 @@
+"""The pool's HTTP endpoint (``--metrics-port``): ``/metrics`` in the Prometheus text
+format, ``/healthz`` and ``/readyz``, served by a thread of the supervisor.
+
+``/metrics`` merges the workers' counters and histograms (prometheus_client multiprocess
+files in a directory the supervisor owns, one set per slot: see :mod:`eventbus.metrics`)
+with gauges read from Redis at scrape time through the group's
+:class:`~eventbus.groupstream.GroupStream`, cached for ``GAUGE_CACHE_S`` so that a scrape
+storm cannot load Redis.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+import structlog
+
+from eventbus.errors import EventBusError
+from eventbus.groupstream import GroupStream
+from eventbus.metrics import LABELS, Tally, use_multiprocess_dir
+from workers.pool.health import Readiness
+
+GAUGE_CACHE_S = 2.0
+
+#: Gauges read from Redis: key of GroupStream.gauges() -> (metric name, help).
+GAUGES: dict[str, tuple[str, str]] = {
+    "lag": ("eventbus_group_lag", "Entries of the stream not yet delivered to the group."),
+    "pending": ("eventbus_group_pending", "Entries delivered and not yet acknowledged."),
+    "oldest_pending_age_s": (
+        "eventbus_oldest_pending_age_seconds",
+        "Age (Redis clock, from its id) of the oldest pending entry; 0 when none.",
+    ),
+    "scheduled_retries": (
+        "eventbus_retries_scheduled",
+        "Retries waiting for their time in the group's schedule.",
+    ),
+    "retry_backlog": (
+        "eventbus_retry_backlog",
+        "Due retries in the group's retry stream not yet read.",
+    ),
+    "dlq_depth": ("eventbus_dlq_depth", "Dead letters of the stream (all groups)."),
+}
+
+StartResponse = Callable[..., Any]
+
+
+class RedisGauges:
+    """A prometheus_client collector of one group's gauges, read from Redis (cached)."""
+
+    def __init__(
+        self,
+        group: GroupStream,
+        workers: Callable[[], tuple[int, int]],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.group = group
+        self.workers = workers
+        self.labels = [group.tenant_id, group.stream, group.group]
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._cached: dict[str, float] | None = None
+        self._cached_at = 0.0
+        self.reads = 0  # how often Redis was asked (the cache's test looks)
+
+    def values(self) -> dict[str, float] | None:
+        """The gauges, at most ``GAUGE_CACHE_S`` old; None if Redis could not tell."""
+        with self._lock:
+            now = self._clock()
+            if now - self._cached_at >= GAUGE_CACHE_S:
+                self._cached_at = now
+                self.reads += 1
+                try:
+                    self._cached = self.group.gauges()
+                except EventBusError:
+                    self._cached = None
+            return self._cached
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import GaugeMetricFamily
+
+        values = self.values()
+        up = GaugeMetricFamily(
+            "eventbus_redis_up", "1 if the last gauge read from Redis worked.", labels=LABELS
+        )
+        up.add_metric(self.labels, 0.0 if values is None else 1.0)
+        yield up
+        for key, (name, doc) in GAUGES.items():
+            family = GaugeMetricFamily(name, doc, labels=LABELS)
+            if values is not None:
+                family.add_metric(self.labels, float(values[key]))
+            yield family
+        ready, configured = self.workers()
+        for name, doc, value in (
+            ("eventbus_workers", "Worker processes configured.", configured),
+            ("eventbus_workers_ready", "Worker processes up and consuming.", ready),
+        ):
+            family = GaugeMetricFamily(name, doc, labels=LABELS)
+            family.add_metric(self.labels, float(value))
+            yield family
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib name
+        pass  # scrapes every few seconds are not news
+
+
+class MetricsServer:
+    """Owns the multiprocess directory (fresh per supervisor start, removed at exit) and
+    serves the endpoints from a daemon thread."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        group: GroupStream,
+        readiness: Readiness,
+        workers: Callable[[], tuple[int, int]],
+    ) -> None:
+        from prometheus_client import CollectorRegistry
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        self.dir = tempfile.mkdtemp(prefix="eventbus-metrics-")
+        use_multiprocess_dir(self.dir, "supervisor")
+        self.tally = Tally(group.tenant_id, group.stream, group.group)
+        self.registry = CollectorRegistry()
+        MultiProcessCollector(self.registry, path=self.dir)  # type: ignore[no-untyped-call]
+        self.gauges = RedisGauges(group, workers)
+        self.registry.register(self.gauges)
+        self.readiness = readiness
+        self.log = structlog.get_logger("workers.pool.metrics").bind(host=host)
+        self._server: WSGIServer = make_server(host, port, self.app, handler_class=_QuietHandler)
+        self.port = self._server.server_port
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="metrics-http", daemon=True
+        )
+
+    def start(self) -> None:
+        self._thread.start()
+        self.tally.start_flusher()
+        self.log.info("metrics_serving", port=self.port, dir=self.dir)
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self.tally.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    # -- WSGI ------------------------------------------------------------------------------
+
+    def app(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if path == "/metrics":
+            from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+            text = generate_latest(self.registry)
+            return _reply(start_response, "200 OK", CONTENT_TYPE_LATEST, text)
+        if path == "/healthz":
+            return _reply(start_response, "200 OK", "text/plain", b"ok\n")
+        if path == "/readyz":
+            verdict = self.readiness.check()
+            status = "200 OK" if verdict.ready else "503 Service Unavailable"
+            body = {"ready": verdict.ready, "problems": list(verdict.problems), **verdict.checks}
+            return _reply(start_response, status, "application/json", json.dumps(body).encode())
+        return _reply(start_response, "404 Not Found", "text/plain", b"not found\n")
+
+
+def _reply(start_response: StartResponse, status: str, ctype: str, body: bytes) -> list[bytes]:
+    start_response(status, [("Content-Type", ctype), ("Content-Length", str(len(body)))])
+    return [body]
