@@ -13,12 +13,12 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # explicit re-exports for type checkers
-    from eventbus.bus import PendingEntry as PendingEntry
-    from eventbus.bus import StreamMessage as StreamMessage
     from eventbus.bus import TenantEventBus as TenantEventBus
     from eventbus.consumer import EventConsumer as EventConsumer
     from eventbus.dlq import DeadLetter as DeadLetter
     from eventbus.dlq import DeadLetterQueue as DeadLetterQueue
+    from eventbus.entries import PendingEntry as PendingEntry
+    from eventbus.entries import StreamMessage as StreamMessage
     from eventbus.errors import BusConnectionError as BusConnectionError
     from eventbus.errors import BusRefused as BusRefused
     from eventbus.errors import DecodeError as DecodeError
@@ -52,10 +52,10 @@ _WHERE = {
     "EventType": "eventbus.schemas",
     "HandlerContext": "eventbus.handler",
     "InvalidName": "eventbus.errors",
-    "PendingEntry": "eventbus.bus",
+    "PendingEntry": "eventbus.entries",
     "PublishOutcomeUnknown": "eventbus.errors",
     "RetryPolicy": "eventbus.retry",
-    "StreamMessage": "eventbus.bus",
+    "StreamMessage": "eventbus.entries",
     "TenantEventBus": "eventbus.bus",
     "TenantMismatch": "eventbus.errors",
     "wants_context": "eventbus.handler",

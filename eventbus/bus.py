@@ -8,14 +8,20 @@ hands out. Every key comes from :class:`~eventbus.keys.TenantKeys`.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping, Sequence
-from itertools import chain
-from typing import Any, NamedTuple
+from collections.abc import Sequence
+from typing import Any
 
 import redis
 import structlog
 
 from eventbus import tracing
+from eventbus.entries import (  # noqa: F401  (StreamMessage, PendingEntry: public here)
+    PendingEntry,
+    StreamMessage,
+    encoded_size,
+    group_row,
+    iter_entries,
+)
 from eventbus.errors import (
     GUARD_ERRORS,
     EventTooLarge,
@@ -23,7 +29,7 @@ from eventbus.errors import (
     PublishOutcomeUnknown,
     StreamNotFound,
 )
-from eventbus.groupstream import GroupStream, group_row, iter_entries
+from eventbus.groupstream import GroupStream, create_group
 from eventbus.guards import Violation, chain_text, check_chain
 from eventbus.keys import TenantKeys, check_tenant, validate_consumer, validate_group
 from eventbus.records import REASON_HALTED
@@ -46,31 +52,6 @@ log = structlog.get_logger("eventbus.bus")
 
 #: Events per publish.lua call: Redis serves nobody else while one runs (~10 us per event).
 PUBLISH_CHUNK = 100
-
-
-class StreamMessage(NamedTuple):
-    """One entry read by :meth:`TenantEventBus.subscribe`."""
-
-    message_id: str
-    #: The entry's fields, decoded as UTF-8 (undecodable bytes become U+FFFD).
-    fields: dict[str, str]
-
-    def event(self) -> AgentEvent:
-        """Decode into an :class:`AgentEvent` (raises ``DecodeError``)."""
-        return AgentEvent.from_stream_dict(self.fields)
-
-
-class PendingEntry(NamedTuple):
-    message_id: str
-    consumer: str
-    idle_ms: int
-    deliveries: int
-
-
-def encoded_size(fields: Mapping[str, str]) -> int:
-    """Bytes of the fields and values in UTF-8."""
-    text = "".join(chain.from_iterable(fields.items()))
-    return len(text) if text.isascii() else len(text.encode())
 
 
 class TenantEventBus:
@@ -300,27 +281,9 @@ class TenantEventBus:
         Returns True if it was created now. ``key`` overrides the stream key (retry streams).
         """
         validate_group(group)
-        main = key is None
-        key = key or self.keys.stream(stream)
+        registry = (self.keys.registry(), stream) if key is None else None
         with translated(f"create group {group!r} on {stream!r}"):
-            try:
-                self.redis.xgroup_create(key, group, id="0", mkstream=True)
-                if main:  # listed like published streams (the registry)
-                    self.redis.sadd(self.keys.registry(), stream)
-            except redis.ResponseError as exc:
-                # Under OOM Redis refuses XGROUP CREATE even when the group exists, while
-                # reads and acks still work: a worker (re)started then must still consume.
-                if "BUSYGROUP" not in str(exc) and not self._group_exists(key, group):
-                    raise
-                return False
-        return True
-
-    def _group_exists(self, key: str, group: str) -> bool:
-        try:
-            groups = self.redis.xinfo_groups(key)
-        except redis.ResponseError:  # no such key
-            return False
-        return any(s(g["name"]) == group for g in groups)
+            return create_group(self.redis, key or self.keys.stream(stream), group, registry)
 
     def subscribe(
         self, stream: str, group: str, consumer: str, count: int = 10, block: int = 5000

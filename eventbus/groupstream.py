@@ -10,12 +10,13 @@ exceptions: callers see the bus's errors (:mod:`eventbus.errors`) and named resu
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 import redis
 import structlog
 
+from eventbus.entries import Acks, Claim, RawEntry, group_row, iter_entries
 from eventbus.errors import GroupMissing
 from eventbus.keys import validate_consumer, validate_group
 from eventbus.redis_io import error_text, max_block_ms, s, translate, translated
@@ -23,28 +24,6 @@ from eventbus.scripts import Moved
 
 if TYPE_CHECKING:
     from eventbus.bus import TenantEventBus
-
-RawFields = dict[bytes, bytes]
-Acks = Mapping[str, Sequence[str]]
-
-
-class RawEntry(NamedTuple):
-    """A delivery as the consumer reads it: which key, which id, fields as raw bytes."""
-
-    key: str
-    message_id: str
-    fields: RawFields
-
-
-class Claim(NamedTuple):
-    """An entry taken over by :meth:`GroupStream.reclaim`."""
-
-    key: str
-    message_id: str
-    #: Deliveries so far (the next handling is delivery ``deliveries + 1``).
-    deliveries: int
-    #: The consumer it now belongs to.
-    consumer: str
 
 
 class GroupStream:
@@ -380,28 +359,39 @@ class GroupStream:
 LAG_FALLBACK_CAP = 10_000
 
 
-def group_row(row: Mapping[Any, Any]) -> dict[str, Any]:
-    """One XINFO GROUPS row, decoded: name, consumers, pending, last_delivered_id, lag."""
-    return {
-        "name": s(row["name"]),
-        "consumers": int(row["consumers"]),
-        "pending": int(row["pending"]),
-        "last_delivered_id": s(row["last-delivered-id"]),
-        "lag": None if row.get("lag") is None else int(row["lag"]),
-    }
+def create_group(
+    client: redis.Redis, key: str, group: str, registry: tuple[str, str] | None
+) -> bool:
+    """XGROUP CREATE ``group`` on ``key`` at ``0`` (MKSTREAM); True if created now. The one
+    place that tells "it exists already" apart (BUSYGROUP, and under OOM, where Redis
+    refuses XGROUP CREATE even for an existing group while reads and acks still work, so a
+    worker started then must still consume). ``registry``: (set key, stream name) to list
+    the stream in. Raises redis-py errors (callers translate)."""
+    try:
+        client.xgroup_create(key, group, id="0", mkstream=True)
+        if registry is not None:
+            client.sadd(*registry)
+    except redis.ResponseError as exc:
+        if "BUSYGROUP" not in str(exc) and not _group_exists(client, key, group):
+            raise
+        return False
+    return True
 
 
-def iter_entries(reply: Any) -> Iterable[RawEntry]:
-    """Flatten an XREADGROUP reply (RESP2 list or RESP3 dict) into RawEntry rows."""
-    if not reply:
-        return
-    items = reply.items() if isinstance(reply, dict) else reply
-    for key, entries in items:
-        k = s(key)
-        for message_id, fields in entries:
-            if fields is None:  # deleted while pending (history reads)
-                continue
-            yield RawEntry(k, s(message_id), dict(fields))
+def _group_exists(client: redis.Redis, key: str, group: str) -> bool:
+    try:
+        groups = client.xinfo_groups(key)
+    except redis.ResponseError:  # no such key
+        return False
+    return any(s(g["name"]) == group for g in groups)
 
 
-__all__ = ["Claim", "GroupStream", "RawEntry", "group_row", "iter_entries", "translate"]
+__all__ = [
+    "Claim",
+    "GroupStream",
+    "RawEntry",
+    "create_group",
+    "group_row",
+    "iter_entries",
+    "translate",
+]

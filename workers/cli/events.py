@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
-from eventbus.bus import encoded_size
+from eventbus.entries import encoded_size
 from eventbus.schemas import AgentEvent, EventPriority, EventType
 
 E = TypeVar("E", bound=Enum)

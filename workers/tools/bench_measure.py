@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 import redis
 
 from eventbus import AgentEvent, EventType, TenantEventBus
-from eventbus.bus import encoded_size
+from eventbus.entries import encoded_size
 from workers.tools.bench_procs import Consumers, id_tuple, last_delivered
 from workers.tools.procs import cpu_s
 
