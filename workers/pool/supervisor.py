@@ -20,9 +20,8 @@ import threading
 import time
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from multiprocessing.connection import wait
-from multiprocessing.context import SpawnProcess
 from types import FrameType
 from typing import TYPE_CHECKING
 
@@ -30,40 +29,26 @@ import redis
 import structlog
 
 from eventbus import DeadLetterQueue, TenantEventBus, metrics
-from eventbus.logs import configure_logging, log_context
+from eventbus.logs import configure_logging
 from eventbus.outcomes import Outcomes
-from eventbus.records import FailureInfo
 from workers.pool import sdnotify
 from workers.pool.health import Readiness
 from workers.pool.jobs import PeriodicJob, Reclaimer, Sweeper
 from workers.pool.loader import HandlerLoadError, load_handler
-from workers.pool.restarts import RestartBudget, SlotBackoff
+from workers.pool.restarts import RestartBudget
 from workers.pool.settings import (
     PoolSettings,
     SettingsError,
     handler_environment,
     parse_settings,
 )
-from workers.pool.worker import EXIT_HANDLER_LOAD, SlotState, run_worker
+from workers.pool.slots import HungHandlers, Slot, new_slot
+from workers.pool.worker import EXIT_HANDLER_LOAD, run_worker
 
 if TYPE_CHECKING:
     from workers.pool.metrics import MetricsServer
 
 READY_TIMEOUT_S = 30.0  # READY=1 is sent after this even if some worker is not up yet
-
-
-@dataclass
-class Slot:
-    index: int
-    name: str
-    state: SlotState
-    process: SpawnProcess | None = None
-    started_at: float = 0.0
-    backoff: SlotBackoff = field(default_factory=SlotBackoff)
-    respawn_at: float | None = None
-    planned_exit: str | None = None  # "reload" | "timeout" | "shutdown" when we stop it
-    planned_respawn: bool = False  # the coming respawn follows a planned exit
-    reload_deadline: float | None = None  # set while this slot is being reloaded
 
 
 class Supervisor:
@@ -87,6 +72,7 @@ class Supervisor:
         self._client = redis.Redis.from_url(settings.redis_url, client_name="eventbus-supervisor")
         self._bus = TenantEventBus(self._client, settings.tenant, settings=settings.bus_settings())
         self._outcomes = Outcomes(self._bus.group(settings.stream, settings.group), self._count)
+        self._hung = HungHandlers(self._outcomes, self.log, self._count)
         self._jobs: list[PeriodicJob] = []
         self._readiness = Readiness(settings.redis_url, self.workers_ready, lambda: self._jobs)
         self._metrics: MetricsServer | None = None
@@ -98,21 +84,11 @@ class Supervisor:
     # -- slots -----------------------------------------------------------------------------
 
     def _new_slot(self, index: int) -> Slot:
-        state = SlotState(
-            busy_since=self.ctx.Value("d", 0.0, lock=False),
-            current=self.ctx.Array("c", 1024, lock=False),
-            ready_flag=self.ctx.Value("b", False, lock=False),
-        )
-        return Slot(index, self.settings.consumer_name(index), state)
+        return new_slot(self.ctx, index, self.settings.consumer_name(index))
 
     def workers_ready(self) -> tuple[int, int]:
         """(workers up and consuming, workers configured)."""
-        ready = sum(
-            1
-            for s in self.slots
-            if s.state.ready and s.process is not None and s.process.is_alive()
-        )
-        return ready, len(self.slots)
+        return sum(1 for s in self.slots if s.consuming), len(self.slots)
 
     def _count(self, what: str, reason: str = "") -> None:
         """Count on the supervisor's own tally (restarts, timeouts, its reclaims and dead
@@ -305,43 +281,7 @@ class Supervisor:
     # -- hung handlers ----------------------------------------------------------------------
 
     def _check_timeouts(self) -> None:
-        timeout = self.settings.handler_timeout_s
-        if timeout <= 0:
-            return
-        now = time.monotonic()
-        for slot in self.slots:
-            busy = slot.state.busy_since.value
-            process = slot.process
-            if process is None or busy <= 0 or now - busy < timeout or slot.planned_exit:
-                continue
-            delivery = slot.state.delivery()
-            slot.planned_exit = "timeout"
-            self._count("handler_timeout")
-            process.kill()
-            process.join(10)
-            if delivery is not None:
-                self._fail_timed_out(slot, delivery, now - busy)
-
-    def _fail_timed_out(self, slot: Slot, delivery: tuple[str, str, int], ran_s: float) -> None:
-        key, message_id, retry_count = delivery
-        context = {"consumer": slot.name, "message_id": message_id, "attempt": retry_count + 1}
-        with log_context(**context):
-            self.log.error(
-                "handler_timeout", ran_s=round(ran_s, 1), timeout_s=self.settings.handler_timeout_s
-            )
-            failure = FailureInfo(
-                "HandlerTimeout",
-                f"handler ran longer than {self.settings.handler_timeout_s}s; worker killed",
-                "",
-            )
-            self._outcomes.fail(
-                key,
-                message_id,
-                slot.name,
-                retry_count=retry_count,
-                failure=failure,
-                policy=self.settings.retry_policy(),
-            )
+        self._hung.check(self.slots, self.settings)
 
     # -- reload -----------------------------------------------------------------------------
 
