@@ -14,15 +14,14 @@ from eventbus.settings import BusSettings, ConsumerSettings
 from workers.cli.main import main as eventbus_main
 from workers.console.settings import ENV_NAMES as CONSOLE_ENV_NAMES
 from workers.pool import supervisor
+from workers.pool.flags import build_parser, parse_settings
 from workers.pool.settings import (
     OPTIONS,
     Option,
     SettingsError,
     Source,
     build,
-    build_parser,
     environment,
-    parse_settings,
     read_env_file,
 )
 

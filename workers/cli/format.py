@@ -6,6 +6,7 @@ Everything here returns strings or dicts; only ``workers.cli`` prints.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
@@ -249,3 +250,23 @@ def trace_text(tree: Trace) -> str:
 
 def _iso_time(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%H:%M:%S.%f")[:-3]
+
+
+# -- errors ------------------------------------------------------------------------------
+
+_PASSWORD_USERINFO = re.compile(r"^([a-z]+://[^:@/]*):[^@/]*@")
+_PASSWORD_QUERY = re.compile(r"([?&]password=)[^&#]*")
+_REFUSED = re.compile(r"Error -?\d+ connecting to \S+?\. (.+?)\.?$")
+
+
+def redact(url: str) -> str:
+    """The URL with its password (in the user info or a ``password=`` query) as ``***``."""
+    url = _PASSWORD_USERINFO.sub(r"\1:***@", url)
+    return _PASSWORD_QUERY.sub(r"\1***", url)
+
+
+def reason(exc: BaseException) -> str:
+    """``Connection refused`` out of redis-py's ``Error 111 connecting to h:p. ...``."""
+    text = str(exc)
+    match = _REFUSED.match(text)
+    return match.group(1) if match else text or type(exc).__name__

@@ -38,6 +38,8 @@ from workers.cli.format import (
     letter_full,
     letter_summary,
     letter_text,
+    reason,
+    redact,
     stats_text,
     tail_record,
     trace_text,
@@ -48,9 +50,6 @@ SOCKET_TIMEOUT_S = 5.0  # longest wait for one reply; tail's BLOCK stays below i
 TAIL_BLOCK_MS = 5000  # one XREAD BLOCK of tail (clamped below SOCKET_TIMEOUT_S)
 TAIL_READ_COUNT = 100  # entries per XREAD of tail
 _STREAM_ID = re.compile(r"\d+(-\d+)?")
-_PASSWORD_USERINFO = re.compile(r"^([a-z]+://[^:@/]*):[^@/]*@")
-_PASSWORD_QUERY = re.compile(r"([?&]password=)[^&#]*")
-_REFUSED = re.compile(r"Error -?\d+ connecting to \S+?\. (.+?)\.?$")
 
 
 class CliError(Exception):
@@ -107,19 +106,6 @@ def connect(url: str) -> redis.Redis:
     except redis.RedisError as exc:
         raise CliError(f"Redis at {redact(url)} failed PING ({reason(exc)})") from exc
     return client
-
-
-def redact(url: str) -> str:
-    """The URL with its password (in the user info or a ``password=`` query) as ``***``."""
-    url = _PASSWORD_USERINFO.sub(r"\1:***@", url)
-    return _PASSWORD_QUERY.sub(r"\1***", url)
-
-
-def reason(exc: BaseException) -> str:
-    """``Connection refused`` out of redis-py's ``Error 111 connecting to h:p. ...``."""
-    text = str(exc)
-    match = _REFUSED.match(text)
-    return match.group(1) if match else text or type(exc).__name__
 
 
 def stream_id(value: str) -> str:

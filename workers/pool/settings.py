@@ -27,7 +27,6 @@ import os
 import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import MISSING, dataclass, fields
-from pathlib import Path
 from typing import Annotated, Any, get_args, get_type_hints
 
 from eventbus.keys import validate_consumer, validate_group, validate_stream, validate_tenant_id
@@ -43,12 +42,10 @@ from workers.parsers import (
     or_none,
     seconds_list,
 )
-
-ENV_PREFIX = "EVENTBUS_"
-
-
-class SettingsError(ValueError):
-    """A setting is missing or has a bad value; the message names the flag and its env twin."""
+from workers.pool.envfile import ENV_PREFIX as ENV_PREFIX
+from workers.pool.envfile import SettingsError as SettingsError
+from workers.pool.envfile import handler_environment as handler_environment
+from workers.pool.envfile import read_env_file as read_env_file
 
 
 @dataclass(frozen=True)
@@ -337,36 +334,6 @@ def env_file(path: str) -> Source:
     return environment(variables, f"env file {path}")
 
 
-def handler_environment(path: str | None) -> dict[str, str]:
-    """The env file's other variables (API keys, ...): the supervisor puts them into the
-    environment its workers start with, as systemd's ``EnvironmentFile=`` did, so the file
-    has one reader and handlers still get them (again after SIGHUP)."""
-    if not path:
-        return {}
-    return {k: v for k, v in read_env_file(path).items() if not k.startswith(ENV_PREFIX)}
-
-
-def read_env_file(path: str) -> dict[str, str]:
-    """KEY=VALUE lines (systemd EnvironmentFile syntax: comments, optional quotes)."""
-    out: dict[str, str] = {}
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise SettingsError(f"--env-file {path!r}: {exc.strerror}") from exc
-    for number, line in enumerate(text.splitlines(), 1):
-        line = line.strip()
-        if not line or line.startswith(("#", ";")):
-            continue
-        key, sep, value = line.partition("=")
-        if not sep:
-            raise SettingsError(f"--env-file {path!r} line {number}: expected KEY=VALUE")
-        value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
-            value = value[1:-1]
-        out[key.strip()] = value
-    return out
-
-
 def build(sources: Sequence[Source]) -> PoolSettings:
     """Settings from ``sources`` (the first that has a value wins), then the defaults."""
     for given in sources:
@@ -411,37 +378,3 @@ def resolve(args: argparse.Namespace, environ: Mapping[str, str] | None = None) 
     if path not in (None, MISSING):
         sources.insert(1, env_file(path))
     return build(sources)
-
-
-# -- command line ------------------------------------------------------------------------
-
-
-def build_parser(prog: str) -> argparse.ArgumentParser:
-    """The supervisor's parser: one flag per setting, help with env twin and default.
-    Flags are kept as text here; ``resolve`` parses them like every other source."""
-    parser = argparse.ArgumentParser(
-        prog=prog,
-        description="Run a pool of eventbus workers (one process per consumer) for one "
-        "tenant, stream, group and handler. Every flag has an EVENTBUS_* environment twin. "
-        "Precedence: flag, --env-file, environment, default.",
-    )
-    for opt in OPTIONS:
-        default = "required" if opt.required else f"default {opt.default_text}"
-        parser.add_argument(
-            opt.flag,
-            dest=opt.name,
-            default=None,
-            metavar=opt.metavar,
-            help=f"{opt.help} [env {opt.env_name}; {default}]",
-        )
-    return parser
-
-
-def parse_settings(
-    argv: Sequence[str] | None,
-    environ: Mapping[str, str] | None = None,
-    *,
-    prog: str = "eventbus-supervisor",
-) -> PoolSettings:
-    """Parse ``argv`` and resolve it (argparse exits 2 on unknown flags)."""
-    return resolve(build_parser(prog).parse_args(argv), environ)

@@ -32,6 +32,7 @@ from eventbus import DeadLetterQueue, TenantEventBus, metrics
 from eventbus.logs import configure_logging
 from eventbus.outcomes import Outcomes
 from workers.pool import sdnotify
+from workers.pool.flags import parse_settings
 from workers.pool.health import Readiness
 from workers.pool.jobs import PeriodicJob, Reclaimer, Sweeper
 from workers.pool.loader import HandlerLoadError, load_handler
@@ -40,7 +41,6 @@ from workers.pool.settings import (
     PoolSettings,
     SettingsError,
     handler_environment,
-    parse_settings,
 )
 from workers.pool.slots import HungHandlers, Slot, new_slot
 from workers.pool.worker import EXIT_HANDLER_LOAD, run_worker
