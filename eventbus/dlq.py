@@ -107,7 +107,9 @@ def _parse(dlq_id: str, raw: Mapping[bytes, bytes]) -> DeadLetter:
     )
 
 
-def _event_type_value(name_or_value: str) -> str:
+def event_type_value(name_or_value: str) -> str:
+    """An event type given by value or by name (``task_failed`` / ``TASK_FAILED``), as
+    its value; ValueError naming the known ones otherwise."""
     for member in EventType:
         if name_or_value in (member.value, member.name):
             return member.value
@@ -223,7 +225,7 @@ class DeadLetterQueue:
         """Replay every dead letter (or those of one event type, by value or by name, e.g.
         ``"task_failed"`` or ``"TASK_FAILED"``); returns the new ids."""
         if event_type is not None:
-            event_type = _event_type_value(event_type)
+            event_type = event_type_value(event_type)
         replayed: list[str] = []
         start = "-"
         while limit is None or len(replayed) < limit:

@@ -15,11 +15,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from eventbus.dlq import DeadLetter, DeadLetterQueue
+from eventbus.dlq import DeadLetter, DeadLetterQueue, event_type_value
 from eventbus.errors import DLQEntryNotFound
 from eventbus.keys import validate_group
 from eventbus.records import REASON_MANUAL, REASONS
-from eventbus.schemas import EventType
 
 PAGE_SIZE = 50
 SEARCH_BUDGET_S = 1.2  # a filtered page stops scanning after this and offers "older"
@@ -58,14 +57,6 @@ def _parse_time(name: str, text: str) -> int:
     return max(0, int(when.timestamp() * 1000))
 
 
-def _event_type(text: str) -> str:
-    for member in EventType:
-        if text in (member.value, member.name):
-            return member.value
-    known = ", ".join(m.value for m in EventType)
-    raise ValueError(f"unknown event type {text!r}; known: {known}")
-
-
 @dataclass(frozen=True)
 class DlqFilter:
     """Which dead letters to show or act on. Empty fields match everything."""
@@ -86,7 +77,7 @@ class DlqFilter:
         if reason and reason not in REASONS:
             raise ValueError(f"unknown reason {reason!r}; known: {', '.join(REASONS)}")
         if event_type:
-            event_type = _event_type(event_type)
+            event_type = event_type_value(event_type)
         if group:
             validate_group(group)
         text = (params.get("q") or "").strip()
