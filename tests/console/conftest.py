@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import redis
 from selenium import webdriver
-from selenium.common.exceptions import StaleElementReferenceException
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -168,10 +168,19 @@ class Page:
         self.d.get(self.console.url + path)
 
     def text(self) -> str:
-        return str(self.d.find_element(By.TAG_NAME, "main").text)
+        """The page's main text; read again if a navigation or the overview's refresh
+        replaced the element between finding it and reading it."""
+        found = self.until(lambda d: [d.find_element(By.TAG_NAME, "main").text], "the page")
+        return str(found[0])
 
     def until(self, condition: Callable[[WebDriver], Any], what: str) -> Any:
-        return WebDriverWait(self.d, WAIT_S, poll_frequency=0.05).until(condition, what)
+        """Wait for ``condition``; an element gone stale or not there yet (the page is
+        changing under us) is a "not yet", not a failure."""
+        wait = WebDriverWait(
+            self.d, WAIT_S, poll_frequency=0.05,
+            ignored_exceptions=(StaleElementReferenceException, NoSuchElementException),
+        )  # fmt: skip
+        return wait.until(condition, what)
 
     def login(self, tenant: str, role: str, *, as_tenant: str | None = None) -> None:
         self.d.delete_all_cookies()
