@@ -18,8 +18,10 @@ import os
 import threading
 import time
 from bisect import bisect_left
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
+
+from eventbus.records import REASON_BUDGET_EXCEEDED, REASON_CYCLE, REASON_HALTED, REASON_HOP_LIMIT
 
 #: Histogram buckets (seconds): sub-millisecond handlers up to ten-minute LLM calls.
 BUCKETS_S: tuple[float, ...] = (
@@ -46,40 +48,54 @@ BUCKETS_S: tuple[float, ...] = (
 
 LABELS = ("tenant", "stream", "group")
 
-#: Counters: name of what is counted -> (metric name without _total, help, extra label).
-COUNTERS: dict[str, tuple[str, str, str | None]] = {
-    "handled": ("eventbus_events_handled", "Events whose handler returned (then acked).", None),
-    "failed": ("eventbus_events_failed", "Handler attempts that raised.", None),
-    "retried": ("eventbus_events_retried", "Retries scheduled (durably, with the ack).", None),
+#: The dead-letter reasons of the agent guards (README "Agent guards").
+GUARD_REASONS = frozenset((REASON_HOP_LIMIT, REASON_CYCLE, REASON_BUDGET_EXCEEDED, REASON_HALTED))
+#: Where a guard stopped an event (label ``stage``): a handler's publish was refused, or a
+#: queued entry was dead-lettered instead of reaching the handler.
+STAGE_PUBLISH = "publish"
+STAGE_DELIVERY = "delivery"
+
+#: Counters: name of what is counted -> (metric name without _total, help, extra labels).
+COUNTERS: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "handled": ("eventbus_events_handled", "Events whose handler returned (then acked).", ()),
+    "failed": ("eventbus_events_failed", "Handler attempts that raised.", ()),
+    "retried": ("eventbus_events_retried", "Retries scheduled (durably, with the ack).", ()),
     "dead_lettered": (
         "eventbus_events_dead_lettered",
         "Entries moved to the DLQ, by reason.",
-        "reason",
+        ("reason",),
+    ),
+    "guard_refusal": (
+        "eventbus_guard_refusals",
+        "Events stopped by an agent guard, by reason (hop_limit, cycle, budget_exceeded, "
+        "halted) and stage (publish: a handler's publish refused; delivery: a queued entry "
+        "dead-lettered instead of handled).",
+        ("reason", "stage"),
     ),
     "redelivered": (
         "eventbus_redeliveries",
         "Deliveries of an entry already delivered before (crash, reclaim).",
-        None,
+        (),
     ),
     "reclaimed": (
         "eventbus_reclaims",
         "Entries taken over from an idle or dead consumer.",
-        None,
+        (),
     ),
     "decode_error": (
         "eventbus_decode_errors",
         "Entries that were not a valid event of this tenant (dead-lettered, no handler).",
-        None,
+        (),
     ),
     "worker_restart": (
         "eventbus_worker_restarts",
         "Worker processes respawned after an unplanned exit (supervisor).",
-        None,
+        (),
     ),
     "handler_timeout": (
         "eventbus_handler_timeouts",
         "Handlers killed for running past the handler timeout (supervisor).",
-        None,
+        (),
     ),
 }
 
@@ -134,8 +150,7 @@ class _Families:
 
         self.counters: dict[str, Any] = {}
         for what, (name, doc, extra) in COUNTERS.items():
-            labels = (*LABELS, extra) if extra else LABELS
-            self.counters[what] = Counter(name, doc, labels, registry=None)
+            self.counters[what] = Counter(name, doc, (*LABELS, *extra), registry=None)
         self.histograms: dict[str, Any] = {
             what: Histogram(name, doc, LABELS, buckets=BUCKETS_S, registry=None)
             for what, (name, doc) in HISTOGRAMS.items()
@@ -161,19 +176,27 @@ class Tally:
 
     def __init__(self, tenant: str, stream: str, group: str) -> None:
         self.labels = (tenant, stream, group)
-        self._counts: dict[tuple[str, str], int] = {}
+        self._counts: dict[tuple[str, tuple[str, ...]], int] = {}
+        self._followed: list[tuple[Mapping[str, int], str, str]] = []
         self._hists: dict[str, list[float]] = {}  # bucket counts (+Inf last), then the sum
-        self._flushed_counts: dict[tuple[str, str], int] = {}
+        self._flushed_counts: dict[tuple[str, tuple[str, ...]], int] = {}
         self._flushed_hists: dict[str, list[float]] = {}
         self._flush_lock = threading.Lock()
         self._flusher: threading.Thread | None = None
         self._stop = threading.Event()
 
-    def count(self, what: str, reason: str = "", n: int = 1) -> None:
-        """Add ``n`` to counter ``what`` (a key of :data:`COUNTERS`)."""
+    def count(self, what: str, *labels: str, n: int = 1) -> None:
+        """Add ``n`` to counter ``what`` (a key of :data:`COUNTERS`); ``labels``: the values
+        of its extra labels (more are ignored: a counter without a ``reason`` drops it)."""
         counts = self._counts
-        key = (what, reason)
+        key = (what, labels)
         counts[key] = counts.get(key, 0) + n
+
+    def follow(self, totals: Mapping[str, int], what: str, stage: str) -> None:
+        """Count ``totals`` (reason -> count so far, only growing, kept by someone else:
+        e.g. :attr:`TenantEventBus.refusals`) as counter ``what`` with labels (reason,
+        ``stage``), read at each flush: nothing is added to the owner's path."""
+        self._followed.append((totals, what, stage))
 
     def observe(self, what: str, seconds: float) -> None:
         """One observation of histogram ``what`` (a key of :data:`HISTOGRAMS`)."""
@@ -187,15 +210,18 @@ class Tally:
         """Write what was counted since the last flush into the shared values."""
         with self._flush_lock:
             counts = self._counts.copy()
+            for totals, what, stage in self._followed:
+                for reason, total in dict(totals).items():
+                    counts[(what, (reason, stage))] = total
             hists = {what: list(row) for what, row in list(self._hists.items())}
             grown = {k: n - self._flushed_counts.get(k, 0) for k, n in counts.items()}
             grown = {k: n for k, n in grown.items() if n}
             if not grown and hists == self._flushed_hists:
                 return
             families = _Families.get()
-            for (what, reason), n in grown.items():
-                labels = (*self.labels, reason) if COUNTERS[what][2] else self.labels
-                families.counters[what].labels(*labels).inc(n)
+            for (what, extra), n in grown.items():
+                wanted = len(COUNTERS[what][2])
+                families.counters[what].labels(*self.labels, *extra[:wanted]).inc(n)
             for what, row in hists.items():
                 before = self._flushed_hists.get(what) or [0.0] * len(row)
                 child = families.histograms[what].labels(*self.labels)
@@ -255,4 +281,6 @@ class ConsumerMetrics:
 
     # outcome callback
     def outcome(self, what: str, reason: str = "") -> None:
-        self.tally.count(what, reason if what == "dead_lettered" else "")
+        self.tally.count(what, reason)
+        if reason in GUARD_REASONS:  # (only dead letters have a reason)
+            self.tally.count("guard_refusal", reason, STAGE_DELIVERY)

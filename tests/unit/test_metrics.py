@@ -5,10 +5,18 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections import Counter
 
 from prometheus_client import Histogram
 
-from eventbus.metrics import BUCKETS_S, ConsumerMetrics, Tally, _Families, message_time_s
+from eventbus.metrics import (
+    BUCKETS_S,
+    STAGE_PUBLISH,
+    ConsumerMetrics,
+    Tally,
+    _Families,
+    message_time_s,
+)
 
 
 def samples(metric: object) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -40,7 +48,7 @@ def test_counts_are_kept_locally_until_flushed_and_flushed_once() -> None:
     tally = Tally("t-unit-count", "s", "g")
     counter = _Families.get().counters["dead_lettered"]
     child = counter.labels("t-unit-count", "s", "g", "decode_error")
-    tally.count("dead_lettered", "decode_error", 2)
+    tally.count("dead_lettered", "decode_error", n=2)
     tally.count("dead_lettered", "decode_error")
     assert child._value.get() == 0
     tally.flush()
@@ -85,3 +93,20 @@ print("ok")
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.stdout.strip() == "ok", out.stderr
+
+
+def test_guard_refusals_are_counted_by_reason_and_stage() -> None:
+    tally = Tally("t-unit-guards", "s", "g")
+    watcher = ConsumerMetrics(tally)
+    watcher.outcome("dead_lettered", "halted")
+    watcher.outcome("dead_lettered", "handler_failed")  # not a guard's
+    refusals: Counter[str] = Counter()
+    tally.follow(refusals, "guard_refusal", STAGE_PUBLISH)
+    refusals["cycle"] += 2
+    tally.flush()
+    refusals["cycle"] += 1
+    tally.flush()
+    guards = _Families.get().counters["guard_refusal"]
+    assert guards.labels("t-unit-guards", "s", "g", "halted", "delivery")._value.get() == 1
+    assert guards.labels("t-unit-guards", "s", "g", "cycle", "publish")._value.get() == 3
+    assert guards.labels("t-unit-guards", "s", "g", "handler_failed", "delivery")._value.get() == 0

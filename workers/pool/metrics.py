@@ -24,6 +24,7 @@ import structlog
 from eventbus.errors import EventBusError
 from eventbus.groupstream import GroupStream
 from eventbus.metrics import LABELS, Tally, use_multiprocess_dir
+from workers.pool.cardinality import TenantCap
 from workers.pool.health import Readiness
 
 GAUGE_CACHE_S = 2.0
@@ -121,7 +122,10 @@ class MetricsServer:
         group: GroupStream,
         readiness: Readiness,
         workers: Callable[[], tuple[int, int]],
+        max_tenants: int = 0,
     ) -> None:
+        """``max_tenants``: tenant label values served (0 = all; see
+        :mod:`workers.pool.cardinality`)."""
         from prometheus_client import CollectorRegistry
         from prometheus_client.multiprocess import MultiProcessCollector
 
@@ -129,9 +133,13 @@ class MetricsServer:
         use_multiprocess_dir(self.dir, "supervisor")
         self.tally = Tally(group.tenant_id, group.stream, group.group)
         self.registry = CollectorRegistry()
-        MultiProcessCollector(self.registry, path=self.dir)  # type: ignore[no-untyped-call]
         self.gauges = RedisGauges(group, workers)
-        self.registry.register(self.gauges)
+        files = MultiProcessCollector(None, path=self.dir)  # type: ignore[no-untyped-call]
+        if max_tenants:
+            self.registry.register(TenantCap([files, self.gauges], max_tenants))
+        else:
+            self.registry.register(files)
+            self.registry.register(self.gauges)
         self.readiness = readiness
         self.log = structlog.get_logger("workers.pool.metrics").bind(host=host)
         self._server: WSGIServer = make_server(host, port, self.app, handler_class=_QuietHandler)

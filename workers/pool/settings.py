@@ -164,6 +164,14 @@ class PoolSettings:
         ),
     ] = 0
     metrics_host: Annotated[str, Setting(str, "address the metrics endpoint binds")] = "127.0.0.1"
+    metrics_max_tenants: Annotated[
+        int,
+        Setting(
+            at_least_int(0),
+            "tenant label values on /metrics; the other tenants are summed under "
+            "tenant=_other (0 = no cap)",
+        ),
+    ] = 100
     watchdog_grace_s: Annotated[
         float,
         Setting(
@@ -191,6 +199,13 @@ class PoolSettings:
     trace: Annotated[
         bool, Setting(boolean, "record each request's causal tree (eventbus trace)")
     ] = BusSettings.trace
+    request_ttl_s: Annotated[
+        float,
+        Setting(
+            at_least_float(1),
+            "a request's budget and trace expire this long after its last event",
+        ),
+    ] = BusSettings.request_ttl_s
 
     # -- derived -------------------------------------------------------------------------
 
@@ -214,6 +229,7 @@ class PoolSettings:
             budget_events=self.budget_events,
             budget_units=self.budget_units,
             trace=self.trace,
+            request_ttl_s=self.request_ttl_s,
         )
 
     def consumer_settings(self) -> ConsumerSettings:

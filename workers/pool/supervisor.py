@@ -212,6 +212,7 @@ class Supervisor:
             self._bus.group(st.stream, st.group),
             self._readiness,
             self.workers_ready,
+            st.metrics_max_tenants,
         )
         self._metrics.start()
 

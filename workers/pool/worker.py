@@ -20,7 +20,7 @@ from eventbus import DeadLetterQueue, EventConsumer, TenantEventBus
 from eventbus.errors import EventBusError
 from eventbus.handler import DeliveryObserver
 from eventbus.logs import configure_logging
-from eventbus.metrics import ConsumerMetrics, Tally, use_multiprocess_dir
+from eventbus.metrics import STAGE_PUBLISH, ConsumerMetrics, Tally, use_multiprocess_dir
 from workers.pool.loader import HandlerLoadError, load_handler
 from workers.pool.settings import PoolSettings
 
@@ -123,6 +123,8 @@ def run_worker(
         observers.append(SlotReporter(slot))
     tally = _metrics_tally(settings, index, metrics_dir)
     watcher = ConsumerMetrics(tally) if tally is not None else None
+    if tally is not None:  # the handlers' publishes that a guard refused
+        tally.follow(bus.refusals, "guard_refusal", STAGE_PUBLISH)
     if watcher is not None:
         observers.append(watcher)
     consumer = EventConsumer(
