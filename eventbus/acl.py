@@ -72,14 +72,27 @@ _CONSUME = (
     "smembers",
     "sismember",  # TenantEventBus.stream_known (the CLI and the web console)
     "time",
-    # agent guards: the stopped requests (read each 0.5 s) and ctx.charge (charge.lua)
+    # agent guards: the stopped requests (read each 0.5 s) and ctx.charge (charge.lua);
+    # the operator's halt / resume / budget (CLI, web console); a budget is set in one
+    # MULTI/EXEC (keyless; the commands inside are checked as usual)
     "hkeys",
     "hget",
     "hincrbyfloat",
+    "hset",
+    "hdel",
+    "zscore",
+    "multi",
+    "exec",
+    "discard",
 )
 
-# The web console's read-only operator: overview, DLQ pages and the audit stream. No
-# write command at all, and its keys are granted read-only (%R~) as a second fence.
+# The web console's read-only operator: overview, DLQ pages, the audit stream and a
+# request's trace. No write command at all, and its keys are granted read-only (%R~) as
+# a second fence. No script either, not even EVALSHA_RO of a `no-writes` script: running
+# one needs a loaded script (SCRIPT LOAD would let the user load any Lua, a busy loop
+# included) and a read-only script can still keep the server busy. The trace is read
+# with plain XRANGE (eventbus.trace.read_trace_plain); the request's halted mark and
+# budget with HKEYS / HEXISTS / HMGET / ZSCORE, all read-only.
 _VIEW = (
     "ping",
     "client|setname",
@@ -95,6 +108,10 @@ _VIEW = (
     "xinfo|consumers",
     "zcard",
     "time",
+    "hkeys",
+    "hexists",
+    "hmget",
+    "zscore",
 )
 
 ROLES: dict[str, tuple[str, ...]] = {

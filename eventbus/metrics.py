@@ -21,7 +21,7 @@ from bisect import bisect_left
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from eventbus.records import REASON_BUDGET_EXCEEDED, REASON_CYCLE, REASON_HALTED, REASON_HOP_LIMIT
+from eventbus.records import GUARD_REASONS
 
 #: Histogram buckets (seconds): sub-millisecond handlers up to ten-minute LLM calls.
 BUCKETS_S: tuple[float, ...] = (
@@ -48,8 +48,6 @@ BUCKETS_S: tuple[float, ...] = (
 
 LABELS = ("tenant", "stream", "group")
 
-#: The dead-letter reasons of the agent guards (README "Agent guards").
-GUARD_REASONS = frozenset((REASON_HOP_LIMIT, REASON_CYCLE, REASON_BUDGET_EXCEEDED, REASON_HALTED))
 #: Where a guard stopped an event (label ``stage``): a handler's publish was refused, or a
 #: queued entry was dead-lettered instead of reaching the handler.
 STAGE_PUBLISH = "publish"

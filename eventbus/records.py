@@ -35,6 +35,8 @@ REASONS = (
     REASON_BUDGET_EXCEEDED,
     REASON_HALTED,
 )
+#: The reasons of the agent guards (README "Agent guards").
+GUARD_REASONS = frozenset((REASON_HOP_LIMIT, REASON_CYCLE, REASON_BUDGET_EXCEEDED, REASON_HALTED))
 
 # Reserved fields of entries (the ``_`` prefix is the bus's).
 RETRY_COUNT_FIELD = "_retry_count"

@@ -212,6 +212,25 @@ def read_trace(bus: TenantEventBus, correlation_id: str) -> Trace:
     return build_tree(correlation_id, entries)
 
 
+def read_trace_plain(bus: TenantEventBus, correlation_id: str) -> Trace:
+    """:func:`read_trace` with plain ``XRANGE`` reads, no script: for a read-only user
+    (the web console's viewer role may run no script at all). Same tree; more client
+    work per entry (one reply map and one ``json.loads`` each)."""
+    key = bus.keys.trace(correlation_id)
+    entries: list[tuple[str, list[str]]] = []
+    start = "-"
+    with translated(f"read the trace of request {correlation_id!r}"):
+        while True:
+            rows: Any = bus.redis.xrange(key, min=start, max="+", count=READ_CHUNK)
+            for raw_id, fields in rows:
+                at = raw_id.decode()
+                entries += [(at, rec) for rec in json.loads(fields.get(b"v", b"[]"))]
+            if len(rows) < READ_CHUNK:
+                break
+            start = "(" + rows[-1][0].decode()
+    return build_tree(correlation_id, entries)
+
+
 class TraceWriter:
     """A consumer's outcome notes, written in one pipeline per round (best effort: a
     trace is for people, so a failed write is logged and dropped, never retried). Only

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import time
 
+import pytest
 import redis
 
 from eventbus import AgentEvent, DeadLetterQueue, TenantEventBus
+from eventbus.acl import tenant_users
+from eventbus.errors import BusRefused
 from eventbus.settings import BusSettings
-from eventbus.trace import read_trace, walk
+from eventbus.trace import read_trace, read_trace_plain, walk
 from tests.integration.helpers import Recorder, consumer, drain, make_event
+from workers.tools.localredis import LocalRedis
 
 
 def traced(r: redis.Redis, **settings: object) -> TenantEventBus:
@@ -103,3 +107,36 @@ def test_a_trace_of_ten_thousand_events_is_rebuilt_whole(r: redis.Redis) -> None
     assert len(tree.nodes) == 10_000 and len(tree.roots) == 1
     assert len(tree.roots[0].children) == 9_999
     print(f"trace of 10,000 events rebuilt in {took_ms:.1f} ms")  # reported, not asserted
+
+
+def test_the_viewer_role_reads_a_trace_and_halted_state_without_any_script(
+    redis_server: LocalRedis, r: redis.Redis
+) -> None:
+    bus = traced(r)
+    root = make_event(correlation_id="req-v")
+    bus.publish("tasks", root)
+    bus.publish_many("tasks", [child(root, "writer"), child(root, "critic")])
+    bus.halt("req-v")
+    users = {u.role: u for u in tenant_users("acme", viewer_password="v", worker_password="w")}
+    for u in users.values():
+        r.execute_command("ACL", "SETUSER", *u.setuser_args())
+    try:
+        viewer = redis_server.client(username=users["viewer"].username, password="v")
+        vbus = TenantEventBus(viewer, "acme")
+        plain = read_trace_plain(vbus, "req-v")
+        assert plain.as_dict() == read_trace(bus, "req-v").as_dict()
+        assert len(plain.nodes) == 3
+        assert vbus.requests.budget("req-v").halted and vbus.requests.halted() == ["req-v"]
+        with pytest.raises(BusRefused, match="NoPermissionError"):
+            read_trace(vbus, "req-v")  # the script path: no EVALSHA for a viewer
+        with pytest.raises(BusRefused, match="NoPermissionError"):
+            vbus.resume("req-v")
+        # the worker role (the operator's in the console and CLI) may halt and resume
+        worker = TenantEventBus(
+            redis_server.client(username=users["worker"].username, password="w"), "acme"
+        )
+        assert worker.resume("req-v") is True and worker.halt("req-v") is True
+        assert worker.set_budget("req-v", events=5).max_events == 5
+    finally:
+        for u in users.values():
+            r.execute_command("ACL", "DELUSER", u.username)

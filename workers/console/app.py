@@ -16,7 +16,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from workers.console import actions, pages
+from workers.console import actions, pages, requests
 from workers.console.base import (
     HERE,
     SESSION_COOKIE,
@@ -128,6 +128,9 @@ def create_app(settings: ConsoleSettings) -> Starlette:
         Route(t + "/s/{stream}/dlq", pages.dlq_page),
         Route(t + "/s/{stream}/dlq/action", actions.dlq_action, methods=["POST"]),
         Route(t + "/s/{stream}/dlq/{dlq_id}", pages.letter_page),
+        Route(t + "/requests", requests.requests_page),
+        Route(t + "/requests/{cid}", requests.trace_page),
+        Route(t + "/requests/{cid}/action", requests.request_action, methods=["POST"]),
         Route(t + "/jobs/{job_id}", pages.job_page),
         Route(t + "/jobs/{job_id}/step", actions.job_step, methods=["POST"]),
         Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),

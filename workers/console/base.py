@@ -46,6 +46,14 @@ def ms_time(ms: int | str | None) -> str:
     return when.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+def ms_clock(ms: int | None) -> str:
+    """``HH:MM:SS.mmm`` (UTC): the events of one request are often within a second."""
+    if not ms:
+        return ""
+    when = datetime.fromtimestamp(int(ms) / 1000, tz=timezone.utc)
+    return when.strftime("%H:%M:%S.") + f"{int(ms) % 1000:03d}"
+
+
 def id_time(stream_id: str | None) -> str:
     """The time in a stream id (``ms-seq``)."""
     return ms_time(stream_id.split("-", 1)[0]) if stream_id else ""
@@ -71,7 +79,7 @@ def _query(params: dict[str, str], **more: str | None) -> str:
 
 templates = Jinja2Templates(directory=str(HERE / "templates"))
 templates.env.auto_reload = False  # templates ship with the package: no stat per render
-templates.env.filters.update(ms_time=ms_time, id_time=id_time, duration=duration)
+templates.env.filters.update(ms_time=ms_time, ms_clock=ms_clock, id_time=id_time, duration=duration)
 templates.env.globals["query"] = _query
 
 
