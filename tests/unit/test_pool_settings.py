@@ -275,3 +275,17 @@ def test_agent_guard_limits_reach_the_pools_bus_settings() -> None:
     assert bus.trace is True
     with pytest.raises(SettingsError, match="EVENTBUS_MAX_HOPS"):
         parse_settings([], {**REQUIRED, "EVENTBUS_MAX_HOPS": "-1"})
+
+
+def test_request_ttl_and_the_metrics_tenant_cap_are_ordinary_settings() -> None:
+    default = parse_settings([], REQUIRED)
+    assert default.bus_settings().request_ttl_s == BusSettings().request_ttl_s
+    assert default.metrics_max_tenants == 100
+    config = Source("config file pool.toml", {"request_ttl_s": 3600, "metrics_max_tenants": 0})
+    s = build([config, environment(REQUIRED)])
+    assert (s.bus_settings().request_ttl_s, s.metrics_max_tenants) == (3600.0, 0)
+    env = {**REQUIRED, "EVENTBUS_REQUEST_TTL_S": "0.5"}
+    with pytest.raises(SettingsError, match=r"'0.5' for --request-ttl-s / EVENTBUS_REQUEST_TTL_S"):
+        parse_settings([], env)
+    with pytest.raises(SettingsError, match="--metrics-max-tenants"):
+        parse_settings(["--metrics-max-tenants", "-1"], REQUIRED)
