@@ -13,6 +13,7 @@ from eventbus import handler as handlers
 from eventbus import trace, tracing
 from eventbus.acks import AckBuffer
 from eventbus.groupstream import RawEntry
+from eventbus.guards import chain_text
 from eventbus.handler import DeliveryObserver, Handler, HandlerContext, OutcomeCallback
 from eventbus.intake import Rejected, screen
 from eventbus.logs import log_context
@@ -75,6 +76,9 @@ class Deliveries:
         }
         if isinstance(verdict, Rejected):
             self._c.stats[f"rejected_{verdict.reason}"] += 1
+            if verdict.event is not None:  # an agent guard's refusal: log its request and chain
+                context["correlation_id"] = verdict.event.correlation_id
+                context["call_chain"] = chain_text(verdict.event.call_chain)
             if verdict.reason == REASON_DECODE_ERROR:
                 self._tell("decode_error")
             with log_context(**context):

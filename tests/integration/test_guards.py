@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 import redis
+import structlog
 from structlog.testing import capture_logs
 
 from eventbus import AgentEvent, DeadLetterQueue, TenantEventBus
@@ -73,8 +74,12 @@ def test_foreign_runaway_entries_are_dead_lettered_without_calling_the_handler(
     for event in (deep, ring, fine):  # written past publish, as a foreign producer would
         r.xadd(bus.keys.stream("tasks"), event.to_stream_dict())
     handler = Recorder()
-    drain(c, handler, lambda: dlq.count("tasks") == 2 and handler.ids())
+    with capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:
+        drain(c, handler, lambda: dlq.count("tasks") == 2 and handler.ids())
     assert handler.ids() == [fine.event_id]
+    refused = {x["reason"]: x for x in logs if x["event"] == "dead_lettered"}
+    assert refused["cycle"]["call_chain"] == "a -> b -> c -> a -> b -> c -> a"
+    assert refused["hop_limit"]["call_chain"].startswith("x0 -> x1")
     letters = {x.reason: x for x in dlq.list_dlq_messages("tasks")}
     assert set(letters) == {"hop_limit", "cycle"}
     assert letters["hop_limit"].error_type == "HopLimitExceeded"
