@@ -5,6 +5,10 @@ README's docs/screenshots/trace.png."""
 
 from __future__ import annotations
 
+import json
+import urllib.request
+from typing import Any
+
 import redis
 from selenium.webdriver.common.by import By
 
@@ -68,6 +72,16 @@ def run_request(server: LocalRedis) -> dict[str, AgentEvent]:
     return {"root": root, "critic": critic, "looped": looped, "reviewer": reviewer}
 
 
+def json_get(console: Console, path: str, cookie: str) -> dict[str, Any]:
+    request = urllib.request.Request(
+        console.url + path,
+        headers={"Cookie": f"eb_session={cookie}", "Accept": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        doc: dict[str, Any] = json.loads(response.read())
+    return doc
+
+
 def rows(page: Page) -> dict[str, str]:
     """event id -> the row's text."""
     found = page.d.find_elements(By.CSS_SELECTOR, "#trace-tree tr.node")
@@ -129,6 +143,11 @@ def test_a_viewer_sees_the_tree_but_cannot_halt_and_a_forged_post_is_refused(
     page.until(lambda d: page.count("#trace-tree tr.node") == 5, "the tree, read without scripts")
     assert "refused: cycle" in rows(page)[events["looped"].event_id]
     assert page.count("#halt") == 0 and page.count("main form") == 0
+    doc = json_get(console, f"/t/acme/requests/{CID}", page.cookie("eb_session"))
+    assert doc["correlation_id"] == CID and doc["events"] == 5 and doc["halted"] is False
+    assert doc["agents"] == ["critic", "planner", "reviewer", "writer"]
+    assert doc["budget"] == {"events": 0, "units": 0.0, "max_events": 0, "max_units": 0.0,
+                             "spent": False}  # fmt: skip
     csrf = page.d.find_element(By.CSS_SELECTOR, "header input[name=csrf]").get_attribute("value")
     fields = {"csrf": str(csrf), "op": "halt"}
     status = raw_post(console, f"/t/acme/requests/{CID}/action", fields, page.cookie("eb_session"))
