@@ -477,6 +477,12 @@ def test_invalid_names_fail_before_connecting(
     assert expected in one_error_line(result)
 
 
+@pytest.mark.parametrize("url", ["foo://127.0.0.1:6390/0", "redis://127.0.0.1:abc/0"])
+def test_a_malformed_redis_url_is_named_in_one_line(redis_server: LocalRedis, url: str) -> None:
+    result = run(redis_server, "stats", "--redis-url", url)
+    assert f"invalid Redis URL '{url}'" in one_error_line(result)
+
+
 @pytest.mark.parametrize(
     ("argv", "mentions"),
     [

@@ -92,13 +92,16 @@ def connect(url: str) -> redis.Redis:
     """A bytes client checked with one PING (no retry: an unreachable Redis is reported
     within CONNECT_TIMEOUT_S). The bus and the DLQ then talk through their own pool of the
     same settings (a publish is retried for the bus's retry budget, 2 s)."""
-    client = redis.Redis.from_url(
-        url,
-        socket_connect_timeout=CONNECT_TIMEOUT_S,
-        socket_timeout=SOCKET_TIMEOUT_S,
-        retry=Retry(NoBackoff(), 0),
-        client_name="eventbus-cli",
-    )
+    try:
+        client = redis.Redis.from_url(
+            url,
+            socket_connect_timeout=CONNECT_TIMEOUT_S,
+            socket_timeout=SOCKET_TIMEOUT_S,
+            retry=Retry(NoBackoff(), 0),
+            client_name="eventbus-cli",
+        )
+    except ValueError as exc:  # redis-py's message does not name the URL
+        raise CliError(f"invalid Redis URL {redact(url)!r}: {exc}") from exc
     try:
         client.ping()
     except (redis.ConnectionError, redis.TimeoutError) as exc:
