@@ -56,3 +56,12 @@ def test_each_env_twin_of_eventbus_web_sets_its_flag() -> None:
             action = next(a for a in build_parser({})._actions if flag in a.option_strings)
             changed = next(a for a in build_parser({env: "7"})._actions if a.dest == action.dest)
             assert changed.default == "7", (flag, env)
+
+
+def test_systemd_web_env_sets_only_variables_of_eventbus_web_and_parses() -> None:
+    lines = (ROOT / "systemd" / "web.env").read_text(encoding="utf-8").splitlines()
+    pairs = [line.lstrip("#").split("=", 1) for line in lines if "=" in line]
+    assert {name for name, _ in pairs} <= set(ENV_NAMES)
+    environ = {name: value for name, value in pairs}  # the commented TLS pair goes together
+    settings = parse_settings([], environ)
+    assert (settings.port, settings.default_tenant, settings.tls) == (8080, "acme", True)
