@@ -45,3 +45,13 @@ def test_readme_documents_every_metric() -> None:
     readme = (ROOT / "README.md").read_text()
     missing = {name for name in SERVED if f"`{name}`" not in readme}
     assert not missing, missing
+
+
+def test_every_metric_the_readme_names_is_served() -> None:
+    readme = (ROOT / "README.md").read_text()
+    table = readme.split("### Metrics", 1)[1].split("\n\n", 2)[2].split("\n\n", 1)[0]
+    rows = re.findall(r"^\| (`eventbus_.*?) \|", table, re.M)
+    documented = {name for row in rows for name in re.findall(r"`(eventbus_[a-z_]+)`", row)}
+    assert len(rows) > 10 and documented - SERVED == set()
+    section = readme.split("## Observability", 1)[1].split("\n## ", 1)[0]
+    assert named(section) - SERVED == set(), "README names a metric the pool does not serve"
