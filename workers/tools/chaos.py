@@ -350,12 +350,14 @@ def print_report(report: dict[str, Any]) -> None:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m workers.tools.chaos", description=__doc__.split("\n")[0]
+        prog="python -m workers.tools.chaos",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--duration", type=float, default=60, help="seconds of load and faults")
     p.add_argument("--rate", type=float, default=200, help="events published per second")
     p.add_argument("--processes", type=int, default=3, help="worker processes in the pool")
-    p.add_argument("--seed", type=int, default=None, help="random seed (default: random)")
+    p.add_argument("--seed", type=int, default=None, help="random seed (None: a random one)")
     p.add_argument("--json", default=None, help="also write the ledger to this file")
     p.add_argument("--fault-interval-s", type=float, default=3.0, help="mean time between faults")
     p.add_argument("--faults", default=",".join(KINDS), help="kinds to inject, comma-separated")
