@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from eventbus.dlq import DeadLetter, DeadLetterQueue, event_type_value
-from eventbus.errors import DLQEntryNotFound
+from eventbus.errors import DLQEntryNotFound, InvalidArgument
 from eventbus.keys import validate_group
 from eventbus.records import REASON_MANUAL, REASONS
 
@@ -35,9 +35,12 @@ _MS_RE = re.compile(r"\d{1,15}")
 
 
 def check_id(value: str) -> str:
-    """``value`` if it is a stream id like ``1718000000000-0``, else ``ValueError``."""
+    """``value`` if it is a stream id like ``1718000000000-0``, else ``InvalidArgument``
+    (a ``ValueError``)."""
     if not _ID_RE.fullmatch(value):
-        raise ValueError(f"invalid dead-letter id {value!r}: expected an id like 1718000000000-0")
+        raise InvalidArgument(
+            f"invalid dead-letter id {value!r}: expected an id like 1718000000000-0"
+        )
     return value
 
 
@@ -48,7 +51,7 @@ def _parse_time(name: str, text: str) -> int:
     try:
         when = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise ValueError(
+        raise InvalidArgument(
             f"invalid {name} time {text!r}: use ISO 8601 like 2026-12-01T10:30 (UTC) "
             "or milliseconds since the epoch"
         ) from None
@@ -71,24 +74,25 @@ class DlqFilter:
     @classmethod
     def parse(cls, params: Mapping[str, str]) -> DlqFilter:
         """From form fields ``reason, event_type, group, q, since, until``; a value that
-        does not parse raises ``ValueError`` with a message meant for the operator."""
+        does not parse raises ``InvalidArgument`` (a ``ValueError``) with a message meant
+        for the operator."""
         get = {k: (params.get(k) or "").strip() for k in ("reason", "event_type", "group")}
         reason, event_type, group = get["reason"], get["event_type"], get["group"]
         if reason and reason not in REASONS:
-            raise ValueError(f"unknown reason {reason!r}; known: {', '.join(REASONS)}")
+            raise InvalidArgument(f"unknown reason {reason!r}; known: {', '.join(REASONS)}")
         if event_type:
             event_type = event_type_value(event_type)
         if group:
             validate_group(group)
         text = (params.get("q") or "").strip()
         if len(text) > TEXT_MAX:
-            raise ValueError(f"search text longer than {TEXT_MAX} characters")
+            raise InvalidArgument(f"search text longer than {TEXT_MAX} characters")
         since_text = (params.get("since") or "").strip()
         until_text = (params.get("until") or "").strip()
         since = _parse_time("'since'", since_text) if since_text else None
         until = _parse_time("'until'", until_text) if until_text else None
         if since is not None and until is not None and since > until:
-            raise ValueError("'since' is after 'until': nothing can match")
+            raise InvalidArgument("'since' is after 'until': nothing can match")
         return cls(reason, event_type, group, text, since, until)
 
     def params(self) -> dict[str, str]:
@@ -229,7 +233,7 @@ class BulkRun:
 def start_run(dlq: DeadLetterQueue, stream: str, action: str, flt: DlqFilter) -> BulkRun:
     """A run over the letters there now (none newer); ``finished`` if there are none."""
     if action not in ACTIONS:
-        raise ValueError(f"unknown action {action!r}; known: {', '.join(ACTIONS)}")
+        raise InvalidArgument(f"unknown action {action!r}; known: {', '.join(ACTIONS)}")
     newest = dlq.raw_newest_first(stream, end=flt.end_id(), start=flt.start_id(), count=1)
     oldest = dlq.raw_oldest_first(stream, start=flt.start_id(), end=flt.end_id(), count=1)
     if not newest or not oldest:

@@ -56,6 +56,10 @@ class InvalidName(EventBusError, ValueError):
     """A tenant, stream, group or consumer name is not allowed."""
 
 
+class InvalidArgument(EventBusError, ValueError):
+    """A bad argument to a library call (a negative budget, an unknown DLQ filter...)."""
+
+
 class TenantMismatch(EventBusError, ValueError):
     """An event or object belongs to another tenant than the bus."""
 

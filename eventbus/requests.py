@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from eventbus.errors import InvalidArgument
 from eventbus.keys import validate_correlation_id
 from eventbus.records import REASON_BUDGET_EXCEEDED, REASON_HALTED
 from eventbus.redis_io import s, translated
@@ -67,10 +68,10 @@ class Requests:
         raised budget lets the request go on. 0 = no limit of that kind."""
         key = self.keys.budget(correlation_id)
         if events is None and units is None:
-            raise ValueError("set_budget needs events, units or both")
+            raise InvalidArgument("set_budget needs events, units or both")
         for name, value in (("events", events), ("units", units)):
             if value is not None and (isinstance(value, bool) or value < 0):
-                raise ValueError(f"budget {name} must be a number >= 0, got {value!r}")
+                raise InvalidArgument(f"budget {name} must be a number >= 0, got {value!r}")
         limits: dict[str, float] = {}
         if events is not None:
             limits["max_events"] = int(events)
@@ -113,7 +114,7 @@ class Requests:
         queued events are then dead-lettered, its later publishes refused)."""
         validate_correlation_id(correlation_id)
         if isinstance(units, bool) or not units > 0:
-            raise ValueError(f"charge takes a number of units > 0, got {units!r}")
+            raise InvalidArgument(f"charge takes a number of units > 0, got {units!r}")
         with translated(f"charge request {correlation_id!r}"):
             used, spent = self._bus.scripts.charge(
                 self.keys.budget(correlation_id),
