@@ -190,6 +190,8 @@ def test_publish_stdin_stops_at_a_bad_line_after_publishing_earlier_batches(
         (line() + "\n" + line(tenant_id="other"), "line 2: event is for tenant 'other'"),
         (line(call_chain=[]), "line 1: invalid event: call_chain: List should have at least 1"),
         (line(event_type="no_such_type"), "line 1: unknown event type 'no_such_type'"),
+        (line(event_id="a b"), "line 1: invalid event: event_id: String should match pattern"),
+        (line(event_id="a b"), "(got 'a b')"),
     ],
 )
 def test_publish_stdin_invalid_events_name_the_line(

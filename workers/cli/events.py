@@ -43,6 +43,11 @@ def describe(exc: ValidationError) -> str:
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"])
         msg = str(err["msg"]).removeprefix("Value error, ")
+        given = err.get("input")
+        if isinstance(given, (str, int, float)) and repr(given) not in msg and loc:
+            if isinstance(given, str) and len(given) > 40:
+                given = given[:40] + "…"
+            msg += f" (got {given!r})"  # name the bad value, as pydantic does not
         parts.append(f"{loc}: {msg}" if loc else msg)
     return "invalid event: " + "; ".join(parts)
 
