@@ -283,7 +283,7 @@ class AgentEvent(BaseModel):
         try:
             return cls.model_validate(values, context=_WIRE)
         except ValidationError as exc:
-            raise DecodeError(_describe(exc)) from exc
+            raise DecodeError(describe(exc)) from exc
 
 
 _FIELD_NAMES = frozenset(AgentEvent.model_fields)
@@ -326,11 +326,19 @@ def _decode_fields(fields: Mapping[Any, Any]) -> dict[str, str]:
     return out
 
 
-def _describe(exc: ValidationError) -> str:
+def describe(exc: ValidationError) -> str:
+    """A pydantic error as one line, ``invalid event: field: problem; field: problem``,
+    naming the bad value (cut at 40 characters) where pydantic's message does not."""
     parts = []
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "event"
-        parts.append(f"{loc}: {err['msg']}")
+        loc = ".".join(str(p) for p in err["loc"])
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        given = err.get("input")
+        if isinstance(given, (str, int, float)) and repr(given) not in msg and loc:
+            if isinstance(given, str) and len(given) > 40:
+                given = given[:40] + "…"
+            msg += f" (got {given!r})"
+        parts.append(f"{loc}: {msg}" if loc else msg)
     return "invalid event: " + "; ".join(parts)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.client
 import re
 import shutil
+import socket
 import ssl
 import subprocess
 import sys
@@ -67,6 +68,19 @@ def test_the_cli_reports_a_bad_flag_in_one_line() -> None:
     proc = run_web("--port", "0")
     assert proc.returncode == 2 and "invalid port (1 to 65535) value: '0'" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_a_port_already_taken_is_one_clear_line_not_a_start_up_error() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        proc = run_web("--port", str(port))
+    assert proc.returncode == 2, proc.stderr
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in proc.stderr
+    assert "Traceback" not in proc.stderr and "ERROR" not in proc.stderr
+    proc = run_web("--host", "no-such-host.invalid")
+    assert proc.returncode == 2 and "cannot listen on no-such-host.invalid:8080" in proc.stderr
 
 
 def test_the_systemd_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:

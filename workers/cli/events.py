@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 from pydantic import ValidationError
 
 from eventbus.entries import encoded_size
-from eventbus.schemas import AgentEvent, EventPriority, EventType
+from eventbus.schemas import AgentEvent, EventPriority, EventType, describe
 
 E = TypeVar("E", bound=Enum)
 
@@ -35,21 +35,6 @@ def parse_enum(enum_cls: type[E], text: str) -> E:
 
 def _label(enum_cls: type[Enum]) -> str:
     return {EventType: "event type", EventPriority: "priority"}.get(enum_cls, enum_cls.__name__)
-
-
-def describe(exc: ValidationError) -> str:
-    """A pydantic error as one line: ``invalid event: field: problem; field: problem``."""
-    parts = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"])
-        msg = str(err["msg"]).removeprefix("Value error, ")
-        given = err.get("input")
-        if isinstance(given, (str, int, float)) and repr(given) not in msg and loc:
-            if isinstance(given, str) and len(given) > 40:
-                given = given[:40] + "…"
-            msg += f" (got {given!r})"  # name the bad value, as pydantic does not
-        parts.append(f"{loc}: {msg}" if loc else msg)
-    return "invalid event: " + "; ".join(parts)
 
 
 def build_event(values: dict[str, Any], *, max_bytes: int) -> AgentEvent:

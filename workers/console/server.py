@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import socket
 import sys
 from collections.abc import Sequence
 
@@ -26,6 +27,28 @@ def _loopback(host: str) -> bool:
         return False
 
 
+def _listen(host: str, port: int) -> socket.socket:
+    """The listening socket, bound here so that a busy port or an unknown host is one clear
+    line (exit 2) rather than uvicorn's start-up error."""
+    try:
+        info = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, kind, proto, _, address = info[0]
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(address)
+            sock.listen(128)
+        except OSError:
+            sock.close()
+            raise
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        sys.stderr.write(f"eventbus web: cannot listen on {host}:{port}: {reason}\n")
+        raise SystemExit(2) from None
+    sock.set_inheritable(True)
+    return sock
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     settings = parse_settings(list(sys.argv[1:] if argv is None else argv), os.environ)
     configure_logging(settings.log_level)
@@ -37,7 +60,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     log.info("console_started", host=settings.host, port=settings.port, tls=settings.tls,
              read_only=settings.read_only)  # fmt: skip
-    uvicorn.run(
+    sock = _listen(settings.host, settings.port)
+    config = uvicorn.Config(
         create_app(settings),
         host=settings.host,
         port=settings.port,
@@ -49,4 +73,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         proxy_headers=True,  # X-Forwarded-Proto from a local TLS proxy marks cookies Secure
         timeout_graceful_shutdown=5,  # open requests get this long on SIGTERM
     )
+    uvicorn.Server(config).run(sockets=[sock])
     return 0
