@@ -1,7 +1,8 @@
 """Tenant security enforced by Redis: ``ACL SETUSER`` lines for a tenant's users.
 
-Each user may touch only keys matching ``~t:{tenant}:*`` and run only the commands its
-role needs (the Lua scripts' inner commands included: Redis checks those too). There is
+Each user may touch only keys matching ``~t:{tenant}:*`` (braces literal: the hash tag)
+and run only the commands its role needs (the Lua scripts' inner commands included: Redis
+checks those too). There is
 no KEYS, SCAN, FLUSHALL, FLUSHDB, SORT, CONFIG, DEBUG, nor anything keyless that could
 reach another tenant's data.
 """
@@ -151,7 +152,7 @@ class TenantUser:
     def setuser_args(self) -> list[str]:
         """The arguments of ``ACL SETUSER`` (e.g. for ``redis.execute_command``)."""
         access = "%R~" if self.role in READ_ONLY_ROLES else "~"
-        pattern = f"{access}{TenantKeys(self.tenant_id).prefix}*"
+        pattern = access + TenantKeys(self.tenant_id).acl_pattern()
         commands = [f"+{c}" for c in ROLES[self.role]]
         return [
             self.username,

@@ -26,7 +26,7 @@ from eventbus.redis_io import max_block_ms
 from tests.integration.helpers import make_event
 from workers.tools.localredis import LocalRedis, free_port
 
-STREAM_KEY = "t:acme:events:tasks"
+STREAM_KEY = "t:{acme}:events:tasks"
 
 
 def dead_client() -> redis.Redis:
@@ -374,7 +374,7 @@ def test_subscribe_recreates_a_vanished_group_from_the_start_and_says_so(
     r: redis.Redis, bus: TenantEventBus
 ) -> None:
     assert bus.subscribe("tasks", "g", "c1", block=10) == []
-    r.xgroup_destroy("t:acme:events:tasks", "g")
+    r.xgroup_destroy("t:{acme}:events:tasks", "g")
     event = make_event()
     bus.publish("tasks", event)
     with capture_logs() as logs:

@@ -30,8 +30,8 @@ from tests.integration.helpers import (
     running,
 )
 
-SCHEDULE_KEY = "t:acme:sched:tasks:workers"
-RETRY_KEY = "t:acme:events:tasks:retry:workers"
+SCHEDULE_KEY = "t:{acme}:sched:tasks:workers"
+RETRY_KEY = "t:{acme}:events:tasks:retry:workers"
 
 
 def nothing_left(bus: TenantEventBus, r: redis.Redis) -> bool:

@@ -38,7 +38,7 @@ def fill(r: redis.Redis, n: int, *, start_ms: int = 1_700_000_000_000) -> list[s
                 "_dlq_group": "g2" if i % 3 == 0 else "g1",
             }
         )
-        ids.append(r.xadd("t:acme:events:tasks:dlq", row, id=f"{start_ms + i}-0").decode())
+        ids.append(r.xadd("t:{acme}:events:tasks:dlq", row, id=f"{start_ms + i}-0").decode())
     return ids
 
 
@@ -124,7 +124,7 @@ def test_replay_matching_in_batches_resumes_and_replays_each_letter_once(
     late = dlq.send_to_dlq("tasks", "9-9", event(), "again", 1, reason="handler_failed")
     while not resumed.finished:
         run_step(dlq, resumed, batch_size=40)
-    replayed = r.xrange("t:acme:events:tasks:retry:g1")
+    replayed = r.xrange("t:{acme}:events:tasks:retry:g1")
     origins = [f[b"_replay_of"] for _, f in replayed]
     assert len(replayed) == 166 == run.done + resumed.done
     assert len(set(origins)) == 166  # each letter replayed once
@@ -159,7 +159,7 @@ def test_audit_entries_read_back_newest_first(r: redis.Redis) -> None:
         ["2-0", "3-0"],
         2,
     )
-    assert second.actor == "ann" and r.exists("t:acme:audit")
+    assert second.actor == "ann" and r.exists("t:{acme}:audit")
     assert audit.recent(before=first.audit_id) == [second]
 
 
@@ -168,7 +168,7 @@ def test_the_viewer_role_reads_everything_and_can_change_nothing(
 ) -> None:
     fill(r, 5)
     viewer = next(u for u in tenant_users("acme", viewer_password="v") if u.role == "viewer")
-    assert "%R~t:acme:*" in viewer.setuser_line()
+    assert "%R~t:{acme}:*" in viewer.setuser_line()
     r.execute_command("ACL", "SETUSER", *viewer.setuser_args())
     try:
         client = redis_server.client(username=viewer.username, password="v")
@@ -178,7 +178,7 @@ def test_the_viewer_role_reads_everything_and_can_change_nothing(
         with pytest.raises(BusRefused, match="NoPermissionError"):
             dlq.purge("tasks", ids=["0-0"])
         with pytest.raises(redis.exceptions.NoPermissionError):
-            client.xadd("t:acme:audit", {"x": "1"})
+            client.xadd("t:{acme}:audit", {"x": "1"})
         with pytest.raises(BusRefused, match="NoPermissionError"):
             newest_first(DeadLetterQueue(client, "globex"), "tasks")
     finally:

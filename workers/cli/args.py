@@ -262,6 +262,21 @@ def _add_requests(sub: Any, common: argparse.ArgumentParser) -> None:
     p.set_defaults(command="trace", parser=p)
 
 
+def _add_migrate(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "migrate-keys",
+        parents=[common],
+        help="rename the tenant's key layout 1 keys (t:T:...) to layout 2 (t:{T}:...)",
+        description="Key layout 2 (docs/wire-format.md) writes the tenant as a hash tag: "
+        "t:{T}:events:S instead of t:T:events:S. This finds the tenant's layout-1 keys "
+        "(SCAN) and renames each with RENAMENX (value, TTL and consumer groups kept; a "
+        "key whose new name exists is left alone and reported). Stop the tenant's pool "
+        "and producers first. Exit 1 if some key could not be renamed.",
+    )
+    p.add_argument("--dry-run", action="store_true", help="only list the keys and their new names")
+    p.set_defaults(command="migrate-keys", parser=p)
+
+
 def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="eventbus",
@@ -277,6 +292,7 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     _add_readers(sub, common)
     _add_dlq(sub, common)
     _add_requests(sub, common)
+    _add_migrate(sub, common)
     sub.add_parser(
         "acl",
         add_help=False,

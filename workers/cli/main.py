@@ -1,5 +1,5 @@
 """The operator CLI: ``eventbus publish | tail | stats | dlq ... | budget | halt | resume |
-trace | acl | supervise``.
+trace | migrate-keys | acl | supervise``.
 
 One console script; each subcommand is a small function in ``COMMANDS``. Bad input, bus
 errors and Redis errors end as one ``eventbus: error: ...`` line on stderr and exit 1.
@@ -20,6 +20,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from eventbus import layout
 from eventbus.acl import tenant_users
 from eventbus.bus import TenantEventBus
 from eventbus.dlq import DeadLetterQueue
@@ -302,7 +303,7 @@ def acl(argv: list[str]) -> int:
         prog="eventbus acl",
         description="Print ACL SETUSER commands for TENANT's worker, publisher and "
         "read-only viewer users "
-        "(keys ~t:TENANT:* only, just the commands each role needs). Nothing is sent to "
+        "(keys ~t:{TENANT}:* only, just the commands each role needs). Nothing is sent to "
         "Redis: pipe the output into redis-cli as an admin, e.g. "
         "'eventbus acl acme | redis-cli'. Passwords are random unless given.",
     )
@@ -326,7 +327,21 @@ def acl(argv: list[str]) -> int:
     return 0
 
 
+def migrate_keys(ops: Ops) -> int:
+    """Rename the tenant's layout-1 keys; one line per key: ``old -> new`` (or why not)."""
+    done = layout.migrate(ops.client, ops.keys.tenant_id, dry_run=ops.args.dry_run)
+    verb = "would rename" if ops.args.dry_run else "renamed"
+    for old, new in done.renamed:
+        print(f"{verb} {old} -> {new}")
+    for old, new in done.conflicts:
+        print(f"kept {old}: {new} exists already (compare them, then rename or delete one)")
+    if not done.renamed and not done.conflicts:
+        print(f"no layout-1 keys of tenant {ops.keys.tenant_id!r}")
+    return 1 if done.conflicts else 0
+
+
 COMMANDS: dict[str, Callable[[Ops], int]] = {
+    "migrate-keys": migrate_keys,
     "publish": publish,
     "tail": tail,
     "stats": stats,

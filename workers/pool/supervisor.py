@@ -28,7 +28,8 @@ from typing import TYPE_CHECKING
 import redis
 import structlog
 
-from eventbus import DeadLetterQueue, TenantEventBus, metrics
+from eventbus import DeadLetterQueue, TenantEventBus, layout, metrics
+from eventbus.errors import EventBusError
 from eventbus.logs import configure_logging
 from eventbus.outcomes import Outcomes
 from workers.pool import sdnotify
@@ -140,6 +141,21 @@ class Supervisor:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, self._on_signal)
 
+    def _warn_legacy_keys(self) -> None:
+        """Key layout 1 keys of the tenant are not read under layout 2: say so loudly."""
+        try:
+            old = layout.legacy_keys(self._client, self.settings.tenant)
+        except EventBusError as exc:  # no SCAN under a tenant ACL user: cannot tell
+            self.log.info("legacy_keys_unchecked", error=str(exc))
+            return
+        if old:
+            self.log.warning(
+                "legacy_keys_found",
+                count=len(old),
+                example=old[0],
+                fix=f"eventbus migrate-keys --tenant {self.settings.tenant}",
+            )
+
     def _drain_wakeups(self) -> None:
         try:
             while os.read(self._wake_r, 512):
@@ -154,6 +170,7 @@ class Supervisor:
         self.log.info(
             "supervisor_starting", processes=len(self.slots), handler=self.settings.handler
         )
+        self._warn_legacy_keys()
         self._start_metrics()  # first: the workers write into its directory
         for slot in self.slots:
             self._spawn(slot)

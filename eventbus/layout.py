@@ -1,0 +1,49 @@
+"""Key layout upgrades: find a tenant's keys left in key layout 1 (``t:T:...``, no hash tag)
+and rename them to layout 2 (``t:{T}:...``, see :mod:`eventbus.keys` and
+docs/wire-format.md). Run it with the tenant's pool and producers stopped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from eventbus.keys import TenantKeys
+from eventbus.redis_io import s, translated
+
+SCAN_COUNT = 1000  # keys per SCAN step
+
+
+def legacy_keys(client: Any, tenant_id: str) -> list[str]:
+    """The tenant's layout-1 keys (sorted), found with SCAN (every master of a cluster)."""
+    keys = TenantKeys(tenant_id)
+    with translated(f"scan for layout-1 keys of tenant {tenant_id!r}"):
+        found = client.scan_iter(match=keys.legacy_pattern(), count=SCAN_COUNT)
+        return sorted({s(k) for k in found})
+
+
+@dataclass
+class Migration:
+    """What :func:`migrate` did: renamed (old, new) pairs, and keys left alone because
+    their layout-2 name exists already (nothing is overwritten)."""
+
+    renamed: list[tuple[str, str]] = field(default_factory=list)
+    conflicts: list[tuple[str, str]] = field(default_factory=list)
+
+
+def migrate(client: Any, tenant_id: str, *, dry_run: bool = False) -> Migration:
+    """Rename every layout-1 key of the tenant to its layout-2 name with RENAMENX (the
+    value, TTL and consumer groups go with it). A key whose new name is taken is left in
+    place and listed in ``conflicts``. On a cluster, old and new names are in different
+    slots: migrate on the single node, before moving the data to a cluster."""
+    keys = TenantKeys(tenant_id)
+    out = Migration()
+    for old in legacy_keys(client, tenant_id):
+        new = keys.from_legacy(old)
+        if dry_run:
+            out.renamed.append((old, new))
+            continue
+        with translated(f"rename {old!r} to {new!r}"):
+            done = client.renamenx(old, new)
+        (out.renamed if done else out.conflicts).append((old, new))
+    return out
