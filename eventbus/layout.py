@@ -32,18 +32,25 @@ class Migration:
 
 
 def migrate(client: Any, tenant_id: str, *, dry_run: bool = False) -> Migration:
-    """Rename every layout-1 key of the tenant to its layout-2 name with RENAMENX (the
-    value, TTL and consumer groups go with it). A key whose new name is taken is left in
-    place and listed in ``conflicts``. On a cluster, old and new names are in different
-    slots: migrate on the single node, before moving the data to a cluster."""
+    """Move every layout-1 key of the tenant to its layout-2 name: DUMP, RESTORE with its
+    TTL (the value and a stream's consumer groups and pending lists go with it), then
+    DEL. The old and new names hash to different slots, so this works on a single node and
+    on a cluster alike. A key whose new name is taken is left in place and listed in
+    ``conflicts`` (nothing is overwritten). Not atomic per key: stop the tenant's pool and
+    producers first; a run cut short is resumed by running it again."""
     keys = TenantKeys(tenant_id)
     out = Migration()
     for old in legacy_keys(client, tenant_id):
         new = keys.from_legacy(old)
-        if dry_run:
-            out.renamed.append((old, new))
-            continue
-        with translated(f"rename {old!r} to {new!r}"):
-            done = client.renamenx(old, new)
-        (out.renamed if done else out.conflicts).append((old, new))
+        with translated(f"move {old!r} to {new!r}"):
+            if client.exists(new):
+                out.conflicts.append((old, new))
+                continue
+            if not dry_run:
+                payload, ttl_ms = client.dump(old), client.pttl(old)
+                if payload is None:  # expired or deleted meanwhile: nothing to move
+                    continue
+                client.restore(new, max(ttl_ms, 0), payload)
+                client.delete(old)
+        out.renamed.append((old, new))
     return out

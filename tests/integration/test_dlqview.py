@@ -3,6 +3,8 @@ purge (eventbus.dlqview), the audit stream, and the read-only viewer role, on re
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import redis
 
@@ -11,7 +13,8 @@ from eventbus.acl import tenant_users
 from eventbus.audit import AuditLog
 from eventbus.dlqview import DlqFilter, newest_first, run_step, start_run
 from eventbus.errors import BusRefused
-from workers.tools.localredis import LocalRedis
+from eventbus.redis_io import AnyRedis
+from tests.integration.helpers import on_every_node
 
 
 def event(kind: EventType = EventType.TASK_FAILED, **data: object) -> AgentEvent:
@@ -164,14 +167,14 @@ def test_audit_entries_read_back_newest_first(r: redis.Redis) -> None:
 
 
 def test_the_viewer_role_reads_everything_and_can_change_nothing(
-    redis_server: LocalRedis, r: redis.Redis
+    make_client: Callable[..., AnyRedis], r: AnyRedis
 ) -> None:
     fill(r, 5)
     viewer = next(u for u in tenant_users("acme", viewer_password="v") if u.role == "viewer")
     assert "%R~t:{acme}:*" in viewer.setuser_line()
-    r.execute_command("ACL", "SETUSER", *viewer.setuser_args())
+    on_every_node(r, "ACL", "SETUSER", *viewer.setuser_args())
     try:
-        client = redis_server.client(username=viewer.username, password="v")
+        client = make_client(username=viewer.username, password="v")
         dlq = DeadLetterQueue(client, "acme")
         page = newest_first(dlq, "tasks")
         assert len(page.letters) == 5 and AuditLog(client, "acme").recent() == []
@@ -182,4 +185,4 @@ def test_the_viewer_role_reads_everything_and_can_change_nothing(
         with pytest.raises(BusRefused, match="NoPermissionError"):
             newest_first(DeadLetterQueue(client, "globex"), "tasks")
     finally:
-        r.execute_command("ACL", "DELUSER", viewer.username)
+        on_every_node(r, "ACL", "DELUSER", viewer.username)

@@ -513,12 +513,12 @@ def test_migrate_keys_renames_layout_1_keys_and_reports_each(
     r.set(f"t:{{{TENANT}}}:streams", "taken")
     r.sadd(f"t:{TENANT}:streams", STREAM)
 
-    dry = ok(run(redis_server, "migrate-keys", "--dry-run"))
-    assert f"would rename t:{TENANT}:events:{STREAM} -> t:{{{TENANT}}}:events:{STREAM}" in dry
+    dry = run(redis_server, "migrate-keys", "--dry-run").stdout  # exit 1: a conflict
+    assert f"would move t:{TENANT}:events:{STREAM} -> t:{{{TENANT}}}:events:{STREAM}" in dry
     assert r.exists(f"t:{{{TENANT}}}:events:{STREAM}") == 0
 
     result = run(redis_server, "migrate-keys")
     assert result.returncode == 1  # one key could not be renamed: said, not hidden
-    assert f"renamed t:{TENANT}:events:{STREAM} -> t:{{{TENANT}}}:events:{STREAM}" in result.stdout
+    assert f"moved t:{TENANT}:events:{STREAM} -> t:{{{TENANT}}}:events:{STREAM}" in result.stdout
     assert f"kept t:{TENANT}:streams: t:{{{TENANT}}}:streams exists already" in result.stdout
     assert r.xlen(f"t:{{{TENANT}}}:events:{STREAM}") == 1

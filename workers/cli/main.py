@@ -20,13 +20,14 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from eventbus import layout
+from eventbus import layout, redis_io
 from eventbus.acl import tenant_users
 from eventbus.bus import TenantEventBus
 from eventbus.dlq import DeadLetterQueue
 from eventbus.errors import BusConnectionError, EventBusError, StreamNotFound
 from eventbus.keys import TenantKeys, validate_correlation_id, validate_stream
 from eventbus.logs import configure_logging
+from eventbus.redis_io import AnyRedis
 from eventbus.settings import BusSettings
 from eventbus.stats import tenant_stats
 from eventbus.trace import read_trace
@@ -69,8 +70,8 @@ class Ops:
         self.settings = BusSettings(maxlen=getattr(args, "maxlen", BusSettings.maxlen))
 
     @cached_property
-    def client(self) -> redis.Redis:
-        return connect(self.args.redis_url)
+    def client(self) -> AnyRedis:
+        return connect(self.args.redis_url, cluster=self.args.redis_cluster)
 
     @cached_property
     def bus(self) -> TenantEventBus:
@@ -89,12 +90,14 @@ class Ops:
             )
 
 
-def connect(url: str) -> redis.Redis:
+def connect(url: str, *, cluster: bool = False) -> AnyRedis:
     """A bytes client checked with one PING (no retry: an unreachable Redis is reported
     within CONNECT_TIMEOUT_S). The bus and the DLQ then talk through their own pool of the
-    same settings (a publish is retried for the bus's retry budget, 2 s)."""
-    client = redis.Redis.from_url(
+    same settings (a publish is retried for the bus's retry budget, 2 s). With ``cluster``,
+    a Redis Cluster client seeded with the URL's node."""
+    client = redis_io.connect(
         url,
+        cluster=cluster,
         socket_connect_timeout=CONNECT_TIMEOUT_S,
         socket_timeout=SOCKET_TIMEOUT_S,
         retry=Retry(NoBackoff(), 0),
@@ -328,9 +331,9 @@ def acl(argv: list[str]) -> int:
 
 
 def migrate_keys(ops: Ops) -> int:
-    """Rename the tenant's layout-1 keys; one line per key: ``old -> new`` (or why not)."""
+    """Move the tenant's layout-1 keys; one line per key: ``old -> new`` (or why not)."""
     done = layout.migrate(ops.client, ops.keys.tenant_id, dry_run=ops.args.dry_run)
-    verb = "would rename" if ops.args.dry_run else "renamed"
+    verb = "would move" if ops.args.dry_run else "moved"
     for old, new in done.renamed:
         print(f"{verb} {old} -> {new}")
     for old, new in done.conflicts:
