@@ -39,7 +39,14 @@ T = TypeVar("T")
 #: one slot, so every multi-key command and script goes to one node).
 AnyRedis = Union[redis.Redis, RedisCluster]  # noqa: UP007 (a runtime alias on 3.10)
 
-TRANSIENT: tuple[type[BaseException], ...] = (redis.ConnectionError, redis.TimeoutError)
+#: A cluster client raises RedisClusterException (not a RedisError) when no node answers
+#: its slot-map refresh: a failover in progress. (It also raises it for keys of several
+#: slots in one command, which the key factory rules out: tests/unit/test_lua_keys.py.)
+TRANSIENT: tuple[type[BaseException], ...] = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    RedisClusterException,
+)
 # Refusals: the command was understood and not carried out (nothing was written).
 REFUSALS: tuple[type[BaseException], ...] = (
     redis.exceptions.OutOfMemoryError,
@@ -180,7 +187,7 @@ def error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def translate(exc: redis.RedisError, what: str) -> EventBusError:
+def translate(exc: redis.RedisError | RedisClusterException, what: str) -> EventBusError:
     """The bus error for a redis-py error raised while doing ``what``."""
     if isinstance(exc, TRANSIENT):
         return BusConnectionError(f"{what}: Redis unreachable ({error_text(exc)})")
@@ -204,7 +211,7 @@ def translated(what: str) -> Iterator[None]:
     """Translate redis-py errors raised inside into the bus's exception tree."""
     try:
         yield
-    except redis.RedisError as exc:
+    except (redis.RedisError, RedisClusterException) as exc:
         raise translate(exc, what) from exc
 
 
