@@ -162,6 +162,26 @@ class LocalCluster:
 
         self._wait(settled, timeout_s)
 
+    def wait_replicas_synced(self, timeout_s: float = 30.0) -> None:
+        """Until every live replica has its link to its master up."""
+
+        def synced() -> bool:
+            for node in self.nodes:
+                if node.proc is None or node.proc.poll() is not None:
+                    continue
+                admin = node.client(decode_responses=True, socket_timeout=1)
+                try:
+                    role = _cmd(admin, "ROLE")
+                    if role[0] != "master" and role[3] != "connected":
+                        return False
+                except redis.RedisError:
+                    return False
+                finally:
+                    admin.close()
+            return True
+
+        self._wait(synced, timeout_s)
+
     def flushall(self) -> None:
         for node in self.nodes:
             admin = node.client()
