@@ -143,6 +143,35 @@ class LocalCluster:
             admin.close()
         raise LookupError(f"no node serves slot of {key!r}")
 
+    def node_id(self, node: LocalRedis) -> str:
+        admin = node.client(decode_responses=True)
+        try:
+            return str(_cmd(admin, "CLUSTER", "MYID"))
+        finally:
+            admin.close()
+
+    def migrate_slot_of(self, key: str, target: LocalRedis, batch: int = 10) -> int:
+        """Move ``key``'s slot to master ``target`` the way ``redis-cli --cluster reshard``
+        does (SETSLOT IMPORTING / MIGRATING, MIGRATE the keys, SETSLOT NODE), so clients
+        meet ASK and then MOVED. Returns the number of keys moved."""
+        source = self.master_of(key)
+        src, dst = source.client(decode_responses=True), target.client(decode_responses=True)
+        try:
+            slot = int(_cmd(src, "CLUSTER", "KEYSLOT", key))
+            src_id, dst_id = self.node_id(source), self.node_id(target)
+            _cmd(dst, "CLUSTER", "SETSLOT", slot, "IMPORTING", src_id)
+            _cmd(src, "CLUSTER", "SETSLOT", slot, "MIGRATING", dst_id)
+            moved = 0
+            while keys := _cmd(src, "CLUSTER", "GETKEYSINSLOT", slot, batch):
+                _cmd(src, "MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", *keys)
+                moved += len(keys)
+            for admin in (dst, src):
+                _cmd(admin, "CLUSTER", "SETSLOT", slot, "NODE", dst_id)
+        finally:
+            src.close()
+            dst.close()
+        return moved
+
     def wait_ok(self, timeout_s: float = 30.0) -> None:
         """Until every live node says ``cluster_state:ok``."""
 
