@@ -22,6 +22,18 @@ def legacy_keys(client: Any, tenant_id: str) -> list[str]:
         return sorted({s(k) for k in found})
 
 
+def legacy_hint(client: Any, tenant_id: str, stream: str) -> str | None:
+    """A cheap check (two EXISTS, no SCAN) for a process that starts: the name of a
+    layout-1 key of the tenant's registry or of ``stream`` that exists, else None."""
+    keys = TenantKeys(tenant_id)
+    for new in (keys.stream(stream), keys.registry()):
+        old = keys.legacy_prefix + new[len(keys.prefix) :]
+        with translated(f"look for layout-1 key {old!r}"):
+            if client.exists(old):
+                return old
+    return None
+
+
 @dataclass
 class Migration:
     """What :func:`migrate` did: renamed (old, new) pairs, and keys left alone because

@@ -6,7 +6,7 @@ from __future__ import annotations
 import redis
 
 from eventbus import AgentEvent, EventType, TenantEventBus
-from eventbus.layout import legacy_keys, migrate
+from eventbus.layout import legacy_hint, legacy_keys, migrate
 
 
 def _layout_1(r: redis.Redis) -> None:
@@ -71,3 +71,12 @@ def _event() -> AgentEvent:
         source_agent_id="planner",
         call_chain=["planner"],
     )
+
+
+def test_legacy_hint_finds_the_old_registry_or_stream_without_a_scan(r: redis.Redis) -> None:
+    assert legacy_hint(r, "acme", "tasks") is None
+    r.xadd("t:acme:events:tasks", {"x": "1"})
+    assert legacy_hint(r, "acme", "tasks") == "t:acme:events:tasks"
+    assert legacy_hint(r, "acme", "billing") is None  # another stream, no old registry
+    r.sadd("t:acme:streams", "tasks")
+    assert legacy_hint(r, "acme", "billing") == "t:acme:streams"
