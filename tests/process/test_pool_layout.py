@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import redis
 
 from tests.conftest import wait_for
-from tests.process.pool import STREAM, TENANT
+from tests.process.pool import STREAM, TENANT, Pool
 
 
 def test_the_supervisor_warns_about_layout_1_keys_of_its_tenant(
-    make_pool,
-    r: redis.Redis,  # type: ignore[no-untyped-def]
+    make_pool: Callable[..., Pool], r: redis.Redis
 ) -> None:
     r.xadd(f"t:{TENANT}:events:{STREAM}", {"x": "1"})  # a layout-1 stream (no hash tag)
     pool = make_pool(processes=1).start()
