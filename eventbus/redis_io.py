@@ -54,8 +54,11 @@ REFUSALS: tuple[type[BaseException], ...] = (
     redis.exceptions.ReadOnlyError,
 )
 _REFUSED_PREFIXES = ("OOM", "NOPERM", "READONLY", "MISCONF")
-# Replies that mean "not now": a script running too long, a cluster reconfiguring.
-_TRANSIENT_PREFIXES = ("BUSY", "TRYAGAIN", "CLUSTERDOWN", "MASTERDOWN", "LOADING")
+# Replies that mean "not now": a script running too long, a cluster reconfiguring, a
+# blocked read whose stream was deleted under it (UNBLOCKED: a slot migration moving it to
+# another master, a flush; the next read finds the stream there, or NOGROUP).
+_TRANSIENT_PREFIXES = ("BUSY", "TRYAGAIN", "CLUSTERDOWN", "MASTERDOWN", "LOADING", "UNBLOCKED")
+_PIPELINE_ERROR = " of pipeline caused error: "
 #: Connect timeout of the bus's client when the caller's client sets none: an unreachable
 #: host is reported within about this instead of the OS's minutes.
 DEFAULT_CONNECT_TIMEOUT_S = 2.0
@@ -195,7 +198,9 @@ def translate(exc: redis.RedisError | RedisClusterException, what: str) -> Event
         return BusRefused(f"{what}: Redis refused it ({type(exc).__name__}: {exc})")
     if isinstance(exc, redis.ResponseError):
         text = str(exc)
-        word = text.split(" ", 1)[0]
+        # a pipeline's error reads "Command # 2 (XREADGROUP ...) of pipeline caused error:
+        # <the reply>": classify the reply
+        word = text.rsplit(_PIPELINE_ERROR, 1)[-1].split(" ", 1)[0]
         if word in _REFUSED_PREFIXES:
             return BusRefused(f"{what}: Redis refused it ({text})")
         if word in _TRANSIENT_PREFIXES:

@@ -5,6 +5,7 @@ keys of two tenants refused in one script, tenant ACLs on every node."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 import redis
@@ -124,8 +125,11 @@ def test_a_slot_migration_under_load_loses_nothing_and_the_loop_goes_on(
     target = next(
         n for n in cluster_server.nodes[: cluster_server.masters] if n.port != source.port
     )
-    with running(consumer(bus, dlq, settings=FAST), lambda e: handled.add(e.event_id)):
-        wait_for(lambda: len(handled) >= 50)
+    # a long block: the consumer idles in XREADGROUP on the source while its stream is
+    # migrated away, which ends that read with UNBLOCKED (a transient error: it reads again)
+    idle = replace(FAST, block_ms=1000)
+    with running(consumer(bus, dlq, settings=idle), lambda e: handled.add(e.event_id)):
+        wait_for(lambda: {e.event_id for e in first} <= handled)
         moved = cluster_server.migrate_slot_of(key, target)
         later = [make_event(data={"n": 300 + i}) for i in range(100)]
         for event in later:
