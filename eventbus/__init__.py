@@ -26,6 +26,7 @@ if TYPE_CHECKING:  # explicit re-exports for type checkers
     from eventbus.errors import EventTooLarge as EventTooLarge
     from eventbus.errors import InvalidName as InvalidName
     from eventbus.errors import PublishOutcomeUnknown as PublishOutcomeUnknown
+    from eventbus.errors import ReplicationTimeout as ReplicationTimeout
     from eventbus.errors import TenantMismatch as TenantMismatch
     from eventbus.handler import HandlerContext as HandlerContext
     from eventbus.handler import wants_context as wants_context
@@ -54,6 +55,7 @@ _WHERE = {
     "InvalidName": "eventbus.errors",
     "PendingEntry": "eventbus.entries",
     "PublishOutcomeUnknown": "eventbus.errors",
+    "ReplicationTimeout": "eventbus.errors",
     "RetryPolicy": "eventbus.retry",
     "StreamMessage": "eventbus.entries",
     "TenantEventBus": "eventbus.bus",

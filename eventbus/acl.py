@@ -1,7 +1,8 @@
 """Tenant security enforced by Redis: ``ACL SETUSER`` lines for a tenant's users.
 
-Each user may touch only keys matching ``~t:{tenant}:*`` and run only the commands its
-role needs (the Lua scripts' inner commands included: Redis checks those too). There is
+Each user may touch only keys matching ``~t:{tenant}:*`` (braces literal: the hash tag)
+and run only the commands its role needs (the Lua scripts' inner commands included: Redis
+checks those too). There is
 no KEYS, SCAN, FLUSHALL, FLUSHDB, SORT, CONFIG, DEBUG, nor anything keyless that could
 reach another tenant's data.
 """
@@ -16,8 +17,18 @@ from eventbus.keys import TenantKeys, validate_tenant_id
 # Needed on every connection: workers name their connection; scripts are loaded once
 # (SCRIPT LOAD; pipelines ask SCRIPT EXISTS first) and run with EVALSHA. redis-py also
 # sends CLIENT SETINFO, which Redis 7.0 does not know and redis-py ignores when refused:
-# it is left out so that the lines work on 7.0.
-_CONNECTION = ("ping", "client|setname", "evalsha", "script|load", "script|exists")
+# it is left out so that the lines work on 7.0. A Redis Cluster client reads the slot map
+# (CLUSTER SLOTS) when it connects and after a failover, and the command table (COMMAND)
+# once: keyless metadata, no data.
+_CLUSTER = ("cluster|slots", "command")
+_CONNECTION = (
+    "ping",
+    "client|setname",
+    "evalsha",
+    "script|load",
+    "script|exists",
+    *_CLUSTER,
+)
 # What publish.lua runs, plus the read-only introspection a producer may want.
 _PUBLISH = (
     "get",
@@ -39,6 +50,8 @@ _PUBLISH = (
     "pexpire",
     "zadd",
     "zremrangebyscore",
+    # the durability knob (min_replicas): WAIT for replicas after the write
+    "wait",
 )
 # Consumers, the pool's periodic jobs, the DLQ and the operator CLI.
 _CONSUME = (
@@ -96,6 +109,7 @@ _CONSUME = (
 _VIEW = (
     "ping",
     "client|setname",
+    *_CLUSTER,
     "smembers",
     "sismember",
     "exists",
@@ -151,7 +165,7 @@ class TenantUser:
     def setuser_args(self) -> list[str]:
         """The arguments of ``ACL SETUSER`` (e.g. for ``redis.execute_command``)."""
         access = "%R~" if self.role in READ_ONLY_ROLES else "~"
-        pattern = f"{access}{TenantKeys(self.tenant_id).prefix}*"
+        pattern = access + TenantKeys(self.tenant_id).acl_pattern()
         commands = [f"+{c}" for c in ROLES[self.role]]
         return [
             self.username,

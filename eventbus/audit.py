@@ -8,10 +8,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-import redis
-
 from eventbus.keys import TenantKeys
-from eventbus.redis_io import bus_client, s, translated
+from eventbus.redis_io import AnyRedis, bus_client, s, translated
 
 AUDIT_MAXLEN = 100_000  # approximate cap of the audit stream (MAXLEN ~)
 IDS_MAX = 1000  # ids written into one audit entry (a batch is far smaller)
@@ -32,7 +30,7 @@ class AuditEntry:
 class AuditLog:
     """Append and read the tenant's audit stream."""
 
-    def __init__(self, redis: redis.Redis, tenant_id: str, maxlen: int = AUDIT_MAXLEN) -> None:
+    def __init__(self, redis: AnyRedis, tenant_id: str, maxlen: int = AUDIT_MAXLEN) -> None:
         self.keys = TenantKeys(tenant_id)
         self.redis = bus_client(redis)
         self.maxlen = maxlen

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import redis
 import structlog
 
 from eventbus import tracing
+from eventbus.durability import ensure_replicated
 from eventbus.entries import (  # noqa: F401  (StreamMessage, PendingEntry: public here)
     PendingEntry,
     StreamMessage,
@@ -35,8 +37,10 @@ from eventbus.keys import TenantKeys, check_tenant, validate_consumer, validate_
 from eventbus.records import REASON_HALTED
 from eventbus.redis_io import (
     TRANSIENT,
+    AnyRedis,
     bus_client,
     call_with_retries,
+    is_cluster,
     lossy_fields,
     max_block_ms,
     s,
@@ -57,7 +61,8 @@ PUBLISH_CHUNK = 100
 class TenantEventBus:
     """Publish to and read from one tenant's streams.
 
-    ``redis`` is a plain synchronous ``redis.Redis``, with any settings: the bus talks
+    ``redis`` is a plain synchronous ``redis.Redis`` or a ``redis.cluster.RedisCluster``
+    (all of a tenant's keys share one hash slot), with any settings: the bus talks
     through a sibling connection pool with the same server and credentials that returns raw
     bytes (entries may hold any bytes) and does no retries of its own, so that the bus's
     retry layer is the only one: a publish is retried on connection errors for
@@ -66,7 +71,7 @@ class TenantEventBus:
 
     def __init__(
         self,
-        redis: redis.Redis,
+        redis: AnyRedis,
         tenant_id: str,
         *,
         maxlen: int | None = None,
@@ -166,13 +171,42 @@ class TenantEventBus:
         )
 
     def _publish_batch(
-        self, stream: str, events: Sequence[AgentEvent], what: str
+        self,
+        stream: str,
+        events: Sequence[AgentEvent],
+        what: str,
+        min_replicas: int | None = None,
+        replica_timeout_ms: int | None = None,
     ) -> list[tuple[str, bool]]:
         """One publish.lua call per chunk of events (Redis serves nobody else while a call
         runs, so a big batch is split), retried on connection errors. Chunks go in one
         round trip, or one after the other when events carry correlation ids (a guard may
-        refuse a chunk: the later ones must not be written then)."""
+        refuse a chunk: the later ones must not be written then). Then, with
+        ``min_replicas`` (default: the settings'), WAIT for that many replicas."""
+        durability = self.settings
+        if min_replicas is not None or replica_timeout_ms is not None:  # checked like settings
+            durability = replace(
+                durability,
+                min_replicas=durability.min_replicas if min_replicas is None else min_replicas,
+                replica_timeout_ms=replica_timeout_ms or durability.replica_timeout_ms,
+            )
         batch = self._prepare(stream, events)
+        done = self._publish_prepared(stream, events, batch, what)
+        if durability.min_replicas > 0:
+            ensure_replicated(
+                self.redis,
+                stream,
+                batch[-1].marker,
+                [message_id for message_id, _ in done],
+                int(durability.min_replicas),
+                int(durability.replica_timeout_ms),
+                ttl_ms=int(durability.dedupe_window_s * 1000),
+            )
+        return done
+
+    def _publish_prepared(
+        self, stream: str, events: Sequence[AgentEvent], batch: list[PublishItem], what: str
+    ) -> list[tuple[str, bool]]:
         st = self.settings
         chunks = [batch[i : i + PUBLISH_CHUNK] for i in range(0, len(batch), PUBLISH_CHUNK)]
         tenant_keys = (
@@ -193,7 +227,9 @@ class TenantEventBus:
             return self.scripts.publish(tenant_keys, stream, chunk, **options, client=client)
 
         def once() -> tuple[list[tuple[str, bool]], tuple[int, PublishRefused] | None]:
-            if len(chunks) > 1 and not guarded:
+            # several chunks in one round trip; not on a cluster: a cluster pipeline does not
+            # reload a script a node lacks (NOSCRIPT), a single call does (Script)
+            if len(chunks) > 1 and not guarded and not is_cluster(self.redis):
                 pipe = self.redis.pipeline(transaction=False)
                 for chunk in chunks:
                     call(chunk, pipe)
@@ -228,14 +264,27 @@ class TenantEventBus:
             raise self.refused(events[index], Violation(refusal.reason, message), published)
         return done
 
-    def publish(self, stream: str, event: AgentEvent) -> str:
+    def publish(
+        self,
+        stream: str,
+        event: AgentEvent,
+        *,
+        min_replicas: int | None = None,
+        replica_timeout_ms: int | None = None,
+    ) -> str:
         """Append ``event`` to the tenant's ``stream``; returns its message id.
 
         Idempotent by ``event_id`` within the dedupe window: publishing the same event again
         returns the first message id and writes nothing, so connection errors are retried
         (for ``retry_budget_s``, 2 s); if no reply comes, :class:`PublishOutcomeUnknown`.
+
+        ``min_replicas`` (default ``settings.min_replicas``, 0 = off): return only once that
+        many replicas have the write (``WAIT``, up to ``replica_timeout_ms``), else raise
+        :class:`ReplicationTimeout` (written on the master, may be lost on its failover).
         """
-        ((message_id, written),) = self._publish_batch(stream, [event], f"publish to {stream!r}")
+        ((message_id, written),) = self._publish_batch(
+            stream, [event], f"publish to {stream!r}", min_replicas, replica_timeout_ms
+        )
         if not written:
             log.info(
                 "publish_deduplicated",
@@ -246,15 +295,26 @@ class TenantEventBus:
             )
         return message_id
 
-    def publish_many(self, stream: str, events: Sequence[AgentEvent]) -> list[str]:
+    def publish_many(
+        self,
+        stream: str,
+        events: Sequence[AgentEvent],
+        *,
+        min_replicas: int | None = None,
+        replica_timeout_ms: int | None = None,
+    ) -> list[str]:
         """Publish several events in one round trip (each idempotent, in order; up to
         ``PUBLISH_CHUNK`` of them atomically together).
 
         Every event is validated before anything is sent. Returns the message ids.
+        ``min_replicas`` / ``replica_timeout_ms``: as for :meth:`publish` (one WAIT for
+        the whole batch).
         """
         if not events:
             return []
-        replies = self._publish_batch(stream, events, f"publish_many to {stream!r}")
+        replies = self._publish_batch(
+            stream, events, f"publish_many to {stream!r}", min_replicas, replica_timeout_ms
+        )
         return [message_id for message_id, _ in replies]
 
     # -- agent guards: requests ----------------------------------------------------------

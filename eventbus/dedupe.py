@@ -12,11 +12,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import redis
-
 from eventbus.handler import HandlerContext
 from eventbus.keys import TenantKeys
-from eventbus.redis_io import translated
+from eventbus.redis_io import AnyRedis, translated
 from eventbus.schemas import AgentEvent
 
 #: How long a finished event is remembered: longer than any redelivery can come late
@@ -24,7 +22,7 @@ from eventbus.schemas import AgentEvent
 DEFAULT_TTL_S = 7 * 86400
 
 
-def is_done(client: redis.Redis, tenant_id: str, stream: str, group: str, event_id: str) -> bool:
+def is_done(client: AnyRedis, tenant_id: str, stream: str, group: str, event_id: str) -> bool:
     """True if ``group`` marked ``event_id`` finished (within the marker's time to live)."""
     key = TenantKeys(tenant_id).done(stream, group, event_id)
     with translated(f"read done marker of {event_id!r}"):
@@ -32,7 +30,7 @@ def is_done(client: redis.Redis, tenant_id: str, stream: str, group: str, event_
 
 
 def mark_done(
-    client: redis.Redis,
+    client: AnyRedis,
     tenant_id: str,
     stream: str,
     group: str,
@@ -47,7 +45,7 @@ def mark_done(
 
 
 def once(
-    client: redis.Redis,
+    client: AnyRedis,
     event: AgentEvent,
     ctx: HandlerContext,
     effect: Callable[[], object],

@@ -30,7 +30,7 @@ from eventbus.records import (  # noqa: F401  (re-exported: the DLQ's reasons)
     FailureInfo,
     dead_letter_metadata,
 )
-from eventbus.redis_io import lossy, lossy_fields, s, translated
+from eventbus.redis_io import AnyRedis, lossy, lossy_fields, s, translated
 from eventbus.schemas import AgentEvent, EventType
 
 log = structlog.get_logger("eventbus.dlq")
@@ -120,7 +120,7 @@ def event_type_value(name_or_value: str) -> str:
 class DeadLetterQueue:
     """Operator access to a tenant's dead-letter streams (``t:{T}:events:{S}:dlq``)."""
 
-    def __init__(self, redis: redis.Redis, tenant_id: str) -> None:
+    def __init__(self, redis: AnyRedis, tenant_id: str) -> None:
         from eventbus.bus import TenantEventBus  # the bus owns the client and the scripts
 
         self._bus = TenantEventBus(redis, tenant_id)

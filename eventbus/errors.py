@@ -38,6 +38,28 @@ class PublishOutcomeUnknown(BusConnectionError):
         self.stream = stream
 
 
+class ReplicationTimeout(EventBusError):
+    """A publish was written on the master, but fewer replicas than ``min_replicas``
+    confirmed it within ``replica_timeout_ms`` (``WAIT``): **the write may be lost** if the
+    master fails before its replicas catch up. Publishing the same events again (same
+    ``event_id``) is safe: the dedupe writes nothing twice, and waits again.
+    """
+
+    def __init__(
+        self, stream: str, message_ids: list[str], acked: int, wanted: int, timeout_ms: int
+    ) -> None:
+        super().__init__(
+            f"the write may be lost: {len(message_ids)} event(s) published to {stream!r} "
+            f"(last message id {message_ids[-1] if message_ids else '?'}) but "
+            f"{acked} of {wanted} replica(s) confirmed within {timeout_ms} ms; publishing "
+            "the same events again is safe"
+        )
+        self.stream = stream
+        self.message_ids = message_ids
+        self.acked = acked
+        self.wanted = wanted
+
+
 class BusRefused(EventBusError):
     """Redis refused a command (out of memory, no permission, read-only replica...)."""
 

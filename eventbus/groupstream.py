@@ -19,7 +19,7 @@ import structlog
 from eventbus.entries import Acks, Claim, RawEntry, group_row, iter_entries
 from eventbus.errors import GroupMissing
 from eventbus.keys import validate_consumer, validate_group
-from eventbus.redis_io import error_text, max_block_ms, s, translate, translated
+from eventbus.redis_io import AnyRedis, error_text, max_block_ms, s, translate, translated
 from eventbus.scripts import Moved
 
 if TYPE_CHECKING:
@@ -359,9 +359,7 @@ class GroupStream:
 LAG_FALLBACK_CAP = 10_000
 
 
-def create_group(
-    client: redis.Redis, key: str, group: str, registry: tuple[str, str] | None
-) -> bool:
+def create_group(client: AnyRedis, key: str, group: str, registry: tuple[str, str] | None) -> bool:
     """XGROUP CREATE ``group`` on ``key`` at ``0`` (MKSTREAM); True if created now. The one
     place that tells "it exists already" apart (BUSYGROUP, and under OOM, where Redis
     refuses XGROUP CREATE even for an existing group while reads and acks still work, so a
@@ -378,7 +376,7 @@ def create_group(
     return True
 
 
-def _group_exists(client: redis.Redis, key: str, group: str) -> bool:
+def _group_exists(client: AnyRedis, key: str, group: str) -> bool:
     try:
         groups = client.xinfo_groups(key)
     except redis.ResponseError:  # no such key

@@ -1,7 +1,9 @@
 """Names and keys: the one place that validates names and derives every Redis key.
 
-Every key lives under ``t:{tenant_id}:``. Names may only use letters, digits, ``_``, ``-``
-and ``.``, so no crafted name can contain ``:`` (our separator), glob characters or
+Every key of tenant T lives under ``t:{T}:`` (key layout 2), the braces written literally:
+``{T}`` is the Redis Cluster hash tag, so all of a tenant's keys share one hash slot and
+every multi-key Lua script stays in one slot. Names may only use letters, digits, ``_``,
+``-`` and ``.``, so no crafted name can contain ``:`` (our separator), glob characters or
 hash-tag braces, and one tenant can never address another tenant's keys.
 """
 
@@ -17,6 +19,9 @@ NAME_MAX = 64
 #: Stream names get a little more room than other names (``orders.eu-west.priority``...).
 STREAM_NAME_MAX = 128
 EVENT_ID_MAX = 128
+#: The key layout version (docs/wire-format.md). 1: ``t:T:...`` (no hash tag: single node
+#: only); 2: ``t:{T}:...`` (the tenant is the hash tag: single node and Redis Cluster).
+KEY_LAYOUT = 2
 
 # The character rules as regex classes, written so that Python, ECMA-262 and RE2 read
 # them alike: the JSON Schema (eventbus.schemas.json_schema) is built from them too.
@@ -81,6 +86,16 @@ def check_tenant(expected: str, actual: str, what: str) -> None:
         raise TenantMismatch(f"{what} belongs to tenant {actual!r}, not to tenant {expected!r}")
 
 
+_GLOB_SPECIAL = re.compile(r"([*?\[\]\\])")
+
+
+def glob_escape(text: str) -> str:
+    """``text`` as a literal in a Redis glob pattern (ACL key patterns, SCAN MATCH): ``*``,
+    ``?``, ``[``, ``]`` and ``\\`` escaped with a backslash. Braces are literal in Redis
+    globs. Valid names hold none of these; this keeps a pattern exact should that change."""
+    return _GLOB_SPECIAL.sub(r"\\\1", text)
+
+
 @dataclass(frozen=True)
 class TenantKeys:
     """Key factory for one tenant. The key catalogue:
@@ -103,6 +118,10 @@ class TenantKeys:
     ``t:{T}:halted``                          hash    halted requests -> halted at (ms)
     ``t:{T}:trace:{C}``                       stream  request C's causal tree (trace.py)
     ========================================  ======  =====================================
+
+    ``{T}`` is written with its braces (``t:{acme}:events:tasks``): the hash tag. ``{S}``,
+    ``{G}``, ``{C}`` and ``{event_id}`` stand for the names, without braces. An event id may
+    hold braces itself; Redis takes the *first* ``{...}`` as the tag, which is the tenant's.
     """
 
     tenant_id: str
@@ -111,15 +130,39 @@ class TenantKeys:
         validate_tenant_id(self.tenant_id)
 
     @property
+    def tag(self) -> str:
+        """The tenant's hash tag: every key below hashes to the slot of this text."""
+        return "{" + self.tenant_id + "}"
+
+    @property
     def prefix(self) -> str:
-        return f"t:{self.tenant_id}:"
+        return f"t:{self.tag}:"
 
     @property
     def events_prefix(self) -> str:
-        return f"t:{self.tenant_id}:events:"
+        return f"{self.prefix}events:"
+
+    def acl_pattern(self) -> str:
+        """The glob (ACL ``~pattern``, SCAN MATCH) matching exactly this tenant's keys."""
+        return glob_escape(self.prefix) + "*"
+
+    @property
+    def legacy_prefix(self) -> str:
+        """The prefix of this tenant's keys in key layout 1 (``t:T:``, no hash tag)."""
+        return f"t:{self.tenant_id}:"
+
+    def legacy_pattern(self) -> str:
+        """The glob matching this tenant's layout-1 keys (none match a layout-2 key)."""
+        return glob_escape(self.legacy_prefix) + "*"
+
+    def from_legacy(self, key: str) -> str:
+        """The layout-2 name of this tenant's layout-1 key (the suffix is unchanged)."""
+        if not key.startswith(self.legacy_prefix):
+            raise InvalidName(f"{key!r} is not a layout-1 key of tenant {self.tenant_id!r}")
+        return self.prefix + key[len(self.legacy_prefix) :]
 
     def stream(self, stream: str) -> str:
-        return f"t:{self.tenant_id}:events:{validate_stream(stream)}"
+        return f"{self.events_prefix}{validate_stream(stream)}"
 
     def dlq(self, stream: str) -> str:
         return f"{self.stream(stream)}:dlq"
@@ -128,46 +171,46 @@ class TenantKeys:
         return f"{self.stream(stream)}:retry:{validate_group(group)}"
 
     def schedule(self, stream: str, group: str) -> str:
-        return f"t:{self.tenant_id}:sched:{validate_stream(stream)}:{validate_group(group)}"
+        return f"{self.prefix}sched:{validate_stream(stream)}:{validate_group(group)}"
 
     def dedupe(self, stream: str, event_id: str) -> str:
-        return f"t:{self.tenant_id}:dedupe:{validate_stream(stream)}:{validate_event_id(event_id)}"
+        return f"{self.prefix}dedupe:{validate_stream(stream)}:{validate_event_id(event_id)}"
 
     def dedupe_all(self, stream: str, event_ids: Iterable[str]) -> list[str]:
         """:meth:`dedupe` of several events of one stream (its name checked once)."""
-        prefix = f"t:{self.tenant_id}:dedupe:{validate_stream(stream)}:"
+        prefix = f"{self.prefix}dedupe:{validate_stream(stream)}:"
         return [prefix + validate_event_id(event_id) for event_id in event_ids]
 
     def done(self, stream: str, group: str, event_id: str) -> str:
         """Marker: group G of stream S has finished the event (see :mod:`eventbus.dedupe`)."""
         return (
-            f"t:{self.tenant_id}:done:{validate_stream(stream)}:{validate_group(group)}:"
+            f"{self.prefix}done:{validate_stream(stream)}:{validate_group(group)}:"
             f"{validate_event_id(event_id)}"
         )
 
     def audit(self) -> str:
         """The audit stream: who replayed or purged which dead letters, and when."""
-        return f"t:{self.tenant_id}:audit"
+        return f"{self.prefix}audit"
 
     def registry(self) -> str:
         """The set of stream names, so operators can list streams without SCAN."""
-        return f"t:{self.tenant_id}:streams"
+        return f"{self.prefix}streams"
 
     def budget(self, correlation_id: str) -> str:
         """Request C's budget and usage (expires with the request)."""
-        return f"t:{self.tenant_id}:budget:{validate_correlation_id(correlation_id)}"
+        return f"{self.prefix}budget:{validate_correlation_id(correlation_id)}"
 
     def spent(self) -> str:
         """The tenant's requests that spent their budget (one key: one read per refresh)."""
-        return f"t:{self.tenant_id}:spent"
+        return f"{self.prefix}spent"
 
     def halted(self) -> str:
         """The tenant's halted requests (one key: one read per refresh)."""
-        return f"t:{self.tenant_id}:halted"
+        return f"{self.prefix}halted"
 
     def trace(self, correlation_id: str) -> str:
         """Request C's trace: one entry per publish and outcome (capped, expires)."""
-        return f"t:{self.tenant_id}:trace:{validate_correlation_id(correlation_id)}"
+        return f"{self.prefix}trace:{validate_correlation_id(correlation_id)}"
 
     def stream_name_of(self, key: str) -> str | None:
         """The stream name of a main stream key of this tenant, or None for other keys."""

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Union
 
 import redis
+from redis._parsers.commands import CommandsParser
 from redis.backoff import NoBackoff
+from redis.cluster import ClusterNode, RedisCluster
+from redis.exceptions import RedisClusterException
 from redis.retry import Retry
 from tenacity import (
     Retrying,
@@ -32,8 +35,18 @@ from eventbus.errors import (
 )
 
 T = TypeVar("T")
+#: What the bus talks through: one Redis node, or a Redis Cluster (keys of one tenant share
+#: one slot, so every multi-key command and script goes to one node).
+AnyRedis = Union[redis.Redis, RedisCluster]  # noqa: UP007 (a runtime alias on 3.10)
 
-TRANSIENT: tuple[type[BaseException], ...] = (redis.ConnectionError, redis.TimeoutError)
+#: A cluster client raises RedisClusterException (not a RedisError) when no node answers
+#: its slot-map refresh: a failover in progress. (It also raises it for keys of several
+#: slots in one command, which the key factory rules out: tests/unit/test_lua_keys.py.)
+TRANSIENT: tuple[type[BaseException], ...] = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    RedisClusterException,
+)
 # Refusals: the command was understood and not carried out (nothing was written).
 REFUSALS: tuple[type[BaseException], ...] = (
     redis.exceptions.OutOfMemoryError,
@@ -41,21 +54,29 @@ REFUSALS: tuple[type[BaseException], ...] = (
     redis.exceptions.ReadOnlyError,
 )
 _REFUSED_PREFIXES = ("OOM", "NOPERM", "READONLY", "MISCONF")
-# Replies that mean "not now": a script running too long, a cluster reconfiguring.
-_TRANSIENT_PREFIXES = ("BUSY", "TRYAGAIN", "CLUSTERDOWN", "MASTERDOWN", "LOADING")
+# Replies that mean "not now": a script running too long, a cluster reconfiguring, a
+# blocked read whose stream was deleted under it (UNBLOCKED: a slot migration moving it to
+# another master, a flush; the next read finds the stream there, or NOGROUP).
+_TRANSIENT_PREFIXES = ("BUSY", "TRYAGAIN", "CLUSTERDOWN", "MASTERDOWN", "LOADING", "UNBLOCKED")
+_PIPELINE_ERROR = " of pipeline caused error: "
 #: Connect timeout of the bus's client when the caller's client sets none: an unreachable
 #: host is reported within about this instead of the OS's minutes.
 DEFAULT_CONNECT_TIMEOUT_S = 2.0
 
 
-def bus_client(client: redis.Redis) -> redis.Redis:
+def bus_client(client: AnyRedis) -> AnyRedis:
     """The bus's own client on the same server: replies as raw bytes (entries may hold any
     bytes) and no retries inside redis-py, so that the bus's retry layer is the only one and
     its time is bounded (redis-py 8 retries each call up to 10 times by default).
 
     A sibling with its own connection pool and the caller's connection settings; the
-    caller's client is left as it is.
+    caller's client is left as it is. For a :class:`~redis.cluster.RedisCluster`, a sibling
+    cluster client seeded with the caller's nodes: it still follows MOVED / ASK redirects
+    itself (slot migrations), and after a connection error it refreshes its slot map
+    before the error reaches the bus's retry, so the next try goes to the new master.
     """
+    if isinstance(client, RedisCluster):
+        return _cluster_sibling(client)
     pool = client.connection_pool
     kwargs = dict(pool.connection_kwargs)
     kwargs["decode_responses"] = False
@@ -68,13 +89,98 @@ def bus_client(client: redis.Redis) -> redis.Redis:
     return redis.Redis(connection_pool=sibling)
 
 
-def max_block_ms(client: redis.Redis, wanted_ms: int) -> int:
+# Connection settings of a cluster client that its sibling takes over (the rest are the
+# cluster client's own machinery).
+_CLUSTER_KWARGS = (
+    "username",
+    "password",
+    "client_name",
+    "socket_timeout",
+    "socket_connect_timeout",
+    "socket_keepalive",
+    "health_check_interval",
+    "ssl",
+    "ssl_ca_certs",
+    "ssl_certfile",
+    "ssl_keyfile",
+    "ssl_cert_reqs",
+)
+
+
+class _StreamKeysParser(CommandsParser):
+    """redis-py's command key finder, knowing where XREAD / XREADGROUP keep their keys (after
+    STREAMS, the first half), so that routing a read costs no COMMAND GETKEYS round trip."""
+
+    def get_keys(self, redis_conn: Any, *args: Any) -> Any:
+        name = s(args[0]).upper() if args else ""
+        if name in ("XREADGROUP", "XREAD"):
+            words = [s(a).upper() if isinstance(a, (str, bytes)) else "" for a in args]
+            if "STREAMS" in words:
+                rest = args[words.index("STREAMS") + 1 :]
+                return list(rest[: len(rest) // 2])
+        return super().get_keys(redis_conn, *args)  # type: ignore[no-untyped-call]
+
+
+def _cluster_sibling(client: RedisCluster) -> RedisCluster:
+    given = client.nodes_manager.connection_kwargs
+    kwargs: dict[str, Any] = {k: given[k] for k in _CLUSTER_KWARGS if k in given}
+    if kwargs.get("socket_connect_timeout") is None:
+        kwargs["socket_connect_timeout"] = DEFAULT_CONNECT_TIMEOUT_S
+    known = client.get_nodes() or list(client.nodes_manager.startup_nodes.values())  # type: ignore[no-untyped-call]
+    seeds = [ClusterNode(n.host, n.port) for n in known]  # type: ignore[no-untyped-call]
+    sibling = RedisCluster(
+        startup_nodes=seeds,
+        decode_responses=False,
+        retry=Retry(NoBackoff(), 0),
+        require_full_coverage=False,
+        **kwargs,
+    )
+    # the parser is built (one COMMAND) with the client; its pipelines share it
+    sibling.commands_parser.__class__ = _StreamKeysParser
+    return sibling
+
+
+def is_cluster(client: object) -> bool:
+    """True for a Redis Cluster client (or one of its pipelines)."""
+    return isinstance(client, RedisCluster)
+
+
+def connect(url: str, *, cluster: bool = False, **kwargs: Any) -> AnyRedis:
+    """A client for ``url``: one node (connects on first use), or with ``cluster`` a Redis
+    Cluster client that uses the URL's node as its seed and reads the slot map now (so an
+    unreachable cluster raises :class:`BusConnectionError` here)."""
+    if not cluster:
+        return redis.Redis.from_url(url, **kwargs)
+    try:
+        return RedisCluster.from_url(url, **kwargs)
+    except (redis.RedisError, RedisClusterException) as exc:
+        host = url.rsplit("@", 1)[-1]  # no credentials in the message
+        raise BusConnectionError(f"cannot reach the Redis Cluster at {host}: {exc}") from exc
+
+
+def disconnect(client: AnyRedis) -> None:
+    """Close the client's connections (every node's, for a cluster)."""
+    if isinstance(client, RedisCluster):
+        client.close()
+    else:
+        client.connection_pool.disconnect()
+
+
+def _socket_timeout(client: AnyRedis) -> float | None:
+    if isinstance(client, RedisCluster):
+        value = client.nodes_manager.connection_kwargs.get("socket_timeout")
+    else:
+        value = client.connection_pool.connection_kwargs.get("socket_timeout")
+    return None if value is None else float(value)
+
+
+def max_block_ms(client: AnyRedis, wanted_ms: int) -> int:
     """Clamp a BLOCK time below the client's socket timeout (default 5 s in redis-py 8).
 
     A blocking read longer than the socket timeout would time out client-side, and the
     entries of a reply that came too late would wait in the pending list.
     """
-    timeout = client.connection_pool.connection_kwargs.get("socket_timeout")
+    timeout = _socket_timeout(client)
     if timeout is None:
         return wanted_ms
     return max(1, min(wanted_ms, int(timeout * 1000 * 0.8)))
@@ -84,7 +190,7 @@ def error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def translate(exc: redis.RedisError, what: str) -> EventBusError:
+def translate(exc: redis.RedisError | RedisClusterException, what: str) -> EventBusError:
     """The bus error for a redis-py error raised while doing ``what``."""
     if isinstance(exc, TRANSIENT):
         return BusConnectionError(f"{what}: Redis unreachable ({error_text(exc)})")
@@ -92,7 +198,9 @@ def translate(exc: redis.RedisError, what: str) -> EventBusError:
         return BusRefused(f"{what}: Redis refused it ({type(exc).__name__}: {exc})")
     if isinstance(exc, redis.ResponseError):
         text = str(exc)
-        word = text.split(" ", 1)[0]
+        # a pipeline's error reads "Command # 2 (XREADGROUP ...) of pipeline caused error:
+        # <the reply>": classify the reply
+        word = text.rsplit(_PIPELINE_ERROR, 1)[-1].split(" ", 1)[0]
         if word in _REFUSED_PREFIXES:
             return BusRefused(f"{what}: Redis refused it ({text})")
         if word in _TRANSIENT_PREFIXES:
@@ -108,7 +216,7 @@ def translated(what: str) -> Iterator[None]:
     """Translate redis-py errors raised inside into the bus's exception tree."""
     try:
         yield
-    except redis.RedisError as exc:
+    except (redis.RedisError, RedisClusterException) as exc:
         raise translate(exc, what) from exc
 
 

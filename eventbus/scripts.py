@@ -14,9 +14,9 @@ from enum import Enum
 from importlib import resources
 from typing import Any, NamedTuple
 
-import redis
 from redis.commands.core import Script
 
+from eventbus.redis_io import AnyRedis
 from eventbus.redis_io import s as _s
 
 _INCLUDE = "-- @include "
@@ -95,7 +95,7 @@ _REFUSED = b"REFUSED"
 class Scripts:
     """The bus's Lua scripts, registered on one client."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: AnyRedis) -> None:
         self._publish = client.register_script(load_source("publish.lua"))
         self._charge = client.register_script(load_source("charge.lua"))
         self._trace_read = client.register_script(load_source("trace_read.lua"))

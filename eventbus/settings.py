@@ -34,11 +34,16 @@ class BusSettings:
     request_ttl_s: float = 86_400.0  # budget and trace live this long after the last event
     trace: bool = False  # record each event's place in its request (eventbus trace)
     trace_max_events: int = 20_000  # entries kept per request's trace (about; oldest go)
+    # Durability (README "Redis Cluster"): publish returns only once this many replicas
+    # have the write (WAIT), else raises ReplicationTimeout; 0 = do not wait.
+    min_replicas: int = 0  # replicas that must confirm each publish; 0 = off
+    replica_timeout_ms: int = 1000  # how long a publish waits for them (ms)
 
     def __post_init__(self) -> None:
         _positive(self, "maxlen", "trim_slack", allow_zero=True)
         _positive(self, "max_hops", "max_visits", "budget_events", "budget_units", allow_zero=True)
-        _positive(self, "request_ttl_s", "trace_max_events")
+        _positive(self, "request_ttl_s", "trace_max_events", "replica_timeout_ms")
+        _positive(self, "min_replicas", allow_zero=True)
         _positive(self, "dedupe_window_s", "max_event_bytes", "retry_budget_s")
 
 

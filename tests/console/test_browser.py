@@ -90,7 +90,7 @@ def test_a_failed_event_is_seen_opened_replayed_and_handled(
     billing = TenantEventBus(admin, "acme")
     billing.publish_many("billing", [event(i=i) for i in range(12)])
     billing.ensure_group("billing", "invoicer")  # 5 in hand, 7 to go: lag and pending show
-    admin.xreadgroup("invoicer", "invoicer-1", {"t:acme:events:billing": ">"}, count=5)
+    admin.xreadgroup("invoicer", "invoicer-1", {"t:{acme}:events:billing": ">"}, count=5)
     page.login("acme", "worker")
     page.until(lambda d: "Streams of acme" in page.text(), "the overview")
     assert page.text_of('a.dlq-link[href$="/s/tasks/dlq"]') == "1"

@@ -53,6 +53,22 @@ def test_chaos_smoke_loses_nothing(tmp_path: Path) -> None:
     assert report["published"] >= 100 and sum(report["faults"].values()) >= 2, report
 
 
+@pytest.mark.slow  # about 25 s: a cluster of 6 nodes, a failover, the drain
+def test_chaos_cluster_smoke_with_a_master_kill_loses_nothing(tmp_path: Path) -> None:
+    # Seed 11 draws every cluster fault kind once within 12 s (a bag: each kind per round),
+    # the SIGKILL of the tenant's master with its failover among them.
+    report = run_chaos(
+        tmp_path,
+        *("--cluster", "--duration", "12", "--rate", "100", "--processes", "2"),
+        *("--seed", "11", "--fault-interval-s", "2", "--drain-timeout-s", "200"),
+        timeout_s=400,
+    )
+    note("chaos cluster smoke", _summary(report))
+    assert report["lost"] == 0, report
+    assert report["faults"].get("master_kill", 0) >= 1, report
+    assert report["published"] >= 100, report
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_chaos_60_seconds_loses_nothing(tmp_path: Path, seed: int) -> None:

@@ -8,6 +8,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from redis.cluster import RedisCluster
+
 from eventbus import (
     AgentEvent,
     ConsumerSettings,
@@ -17,7 +19,26 @@ from eventbus import (
     TenantEventBus,
 )
 from eventbus.handler import Handler
+from eventbus.redis_io import AnyRedis
 from tests.conftest import wait_for
+
+
+def on_every_node(r: AnyRedis, *command: object) -> None:
+    """Run an admin command (ACL SETUSER...) on the server, or on every node of a cluster:
+    ACLs are per node."""
+    if isinstance(r, RedisCluster):
+        r.execute_command(*command, target_nodes=RedisCluster.ALL_NODES)
+    else:
+        r.execute_command(*command)
+
+
+def client_list(r: AnyRedis) -> list[dict[str, Any]]:
+    """CLIENT LIST of the server, or of every master of a cluster."""
+    if isinstance(r, RedisCluster):
+        per_node = r.client_list(target_nodes=RedisCluster.PRIMARIES)
+        return [c for rows in per_node.values() for c in rows]
+    return list(r.client_list())
+
 
 #: Short waits everywhere so that the tests stay fast; retries 50 ms apart.
 FAST = ConsumerSettings(block_ms=100, retry_poll_ms=50, reclaim_interval_s=60.0)

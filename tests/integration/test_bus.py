@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import pytest
@@ -22,11 +22,11 @@ from eventbus import (
     TenantMismatch,
 )
 from eventbus.errors import StreamNotFound
-from eventbus.redis_io import max_block_ms
+from eventbus.redis_io import AnyRedis, max_block_ms
 from tests.integration.helpers import make_event
 from workers.tools.localredis import LocalRedis, free_port
 
-STREAM_KEY = "t:acme:events:tasks"
+STREAM_KEY = "t:{acme}:events:tasks"
 
 
 def dead_client() -> redis.Redis:
@@ -279,8 +279,10 @@ def test_subscribe_block_longer_than_a_short_socket_timeout_returns_empty(
     assert waited_s >= 0.35
 
 
-def test_a_client_with_decode_responses_works_too(redis_server: LocalRedis, r: redis.Redis) -> None:
-    bus = TenantEventBus(redis_server.client(decode_responses=True), "acme")
+def test_a_client_with_decode_responses_works_too(
+    make_client: Callable[..., AnyRedis], r: AnyRedis
+) -> None:
+    bus = TenantEventBus(make_client(decode_responses=True), "acme")
     event = make_event(data={"text": "héllo"})
 
     message_id = bus.publish("tasks", event)
@@ -374,7 +376,7 @@ def test_subscribe_recreates_a_vanished_group_from_the_start_and_says_so(
     r: redis.Redis, bus: TenantEventBus
 ) -> None:
     assert bus.subscribe("tasks", "g", "c1", block=10) == []
-    r.xgroup_destroy("t:acme:events:tasks", "g")
+    r.xgroup_destroy("t:{acme}:events:tasks", "g")
     event = make_event()
     bus.publish("tasks", event)
     with capture_logs() as logs:

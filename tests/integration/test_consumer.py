@@ -24,14 +24,15 @@ from tests.conftest import wait_for
 from tests.integration.helpers import (
     Recorder,
     always_fail,
+    client_list,
     consumer,
     drain,
     make_event,
     running,
 )
 
-SCHEDULE_KEY = "t:acme:sched:tasks:workers"
-RETRY_KEY = "t:acme:events:tasks:retry:workers"
+SCHEDULE_KEY = "t:{acme}:sched:tasks:workers"
+RETRY_KEY = "t:{acme}:events:tasks:retry:workers"
 
 
 def nothing_left(bus: TenantEventBus, r: redis.Redis) -> bool:
@@ -254,7 +255,7 @@ def test_stop_from_another_thread_ends_the_loop_within_a_block_interval(
     bus.publish("tasks", make_event())
 
     def blocked_in_xreadgroup() -> bool:
-        return any(x["cmd"] == "xreadgroup" and "b" in x["flags"] for x in r.client_list())
+        return any(x["cmd"] == "xreadgroup" and "b" in x["flags"] for x in client_list(r))
 
     loop = threading.Thread(target=c.process_loop, args=(lambda e: started.set(),), daemon=True)
     loop.start()

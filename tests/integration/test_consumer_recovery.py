@@ -20,9 +20,9 @@ from eventbus import (
 from tests.conftest import wait_for
 from tests.integration.helpers import FAST, Recorder, always_fail, consumer, drain, make_event
 
-STREAM_KEY = "t:acme:events:tasks"
-DLQ_KEY = "t:acme:events:tasks:dlq"
-SCHEDULE_KEY = "t:acme:sched:tasks:workers"
+STREAM_KEY = "t:{acme}:events:tasks"
+DLQ_KEY = "t:{acme}:events:tasks:dlq"
+SCHEDULE_KEY = "t:{acme}:sched:tasks:workers"
 
 
 def raw_fields(**overrides: str | bytes | None) -> dict[bytes, bytes]:

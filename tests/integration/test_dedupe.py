@@ -27,7 +27,7 @@ def test_once_runs_the_effect_the_first_time_only_for_each_group(r: redis.Redis)
 def test_the_mark_lives_under_the_tenant_prefix_and_expires(r: redis.Redis) -> None:
     event = make_event()
     once(r, event, ctx_for(), lambda: None, ttl_s=60)
-    key = f"t:acme:done:tasks:workers:{event.event_id}"
+    key = f"t:{{acme}}:done:tasks:workers:{event.event_id}"
     assert r.exists(key) and 0 < r.ttl(key) <= 60
     assert is_done(r, "acme", "tasks", "workers", event.event_id)
     assert not is_done(r, "other", "tasks", "workers", event.event_id)

@@ -16,7 +16,7 @@ from eventbus import (
 from eventbus.errors import DLQEntryNotFound
 from tests.integration.helpers import Recorder, always_fail, consumer, drain, make_event
 
-DLQ_KEY = "t:acme:events:tasks:dlq"
+DLQ_KEY = "t:{acme}:events:tasks:dlq"
 
 
 def dead_letter_via(bus: TenantEventBus, dlq: DeadLetterQueue, event: AgentEvent) -> str:
@@ -144,7 +144,7 @@ def test_replay_all_with_an_event_type_filter_replays_only_that_type(
 
     assert len(new_ids) == 2
     assert [x.event for x in dlq.list_dlq_messages("tasks")] == [done]
-    replayed = r.xrange("t:acme:events:tasks:retry:billing")
+    replayed = r.xrange("t:{acme}:events:tasks:retry:billing")
     assert [f[b"event_id"].decode() for _, f in replayed] == [e.event_id for e in assigned]
     assert dlq.replay_all("tasks", limit=0) == []
     assert len(dlq.replay_all("tasks")) == 1 and dlq.count("tasks") == 0
@@ -272,6 +272,6 @@ def test_purge_refuses_ids_and_age_together(r: redis.Redis, dlq: DeadLetterQueue
 def test_a_hand_written_dead_letter_with_a_bad_retry_count_is_still_listed(
     r: redis.Redis, dlq: DeadLetterQueue
 ) -> None:
-    r.xadd("t:acme:events:tasks:dlq", {"_retry_count": "many", "_dlq_reason": "manual"})
+    r.xadd("t:{acme}:events:tasks:dlq", {"_retry_count": "many", "_dlq_reason": "manual"})
     (letter,) = dlq.list_dlq_messages("tasks")
     assert letter.retry_count == 0 and letter.reason == "manual"

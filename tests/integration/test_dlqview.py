@@ -3,6 +3,8 @@ purge (eventbus.dlqview), the audit stream, and the read-only viewer role, on re
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import redis
 
@@ -11,7 +13,8 @@ from eventbus.acl import tenant_users
 from eventbus.audit import AuditLog
 from eventbus.dlqview import DlqFilter, newest_first, run_step, start_run
 from eventbus.errors import BusRefused
-from workers.tools.localredis import LocalRedis
+from eventbus.redis_io import AnyRedis
+from tests.integration.helpers import on_every_node
 
 
 def event(kind: EventType = EventType.TASK_FAILED, **data: object) -> AgentEvent:
@@ -38,7 +41,7 @@ def fill(r: redis.Redis, n: int, *, start_ms: int = 1_700_000_000_000) -> list[s
                 "_dlq_group": "g2" if i % 3 == 0 else "g1",
             }
         )
-        ids.append(r.xadd("t:acme:events:tasks:dlq", row, id=f"{start_ms + i}-0").decode())
+        ids.append(r.xadd("t:{acme}:events:tasks:dlq", row, id=f"{start_ms + i}-0").decode())
     return ids
 
 
@@ -124,7 +127,7 @@ def test_replay_matching_in_batches_resumes_and_replays_each_letter_once(
     late = dlq.send_to_dlq("tasks", "9-9", event(), "again", 1, reason="handler_failed")
     while not resumed.finished:
         run_step(dlq, resumed, batch_size=40)
-    replayed = r.xrange("t:acme:events:tasks:retry:g1")
+    replayed = r.xrange("t:{acme}:events:tasks:retry:g1")
     origins = [f[b"_replay_of"] for _, f in replayed]
     assert len(replayed) == 166 == run.done + resumed.done
     assert len(set(origins)) == 166  # each letter replayed once
@@ -159,27 +162,27 @@ def test_audit_entries_read_back_newest_first(r: redis.Redis) -> None:
         ["2-0", "3-0"],
         2,
     )
-    assert second.actor == "ann" and r.exists("t:acme:audit")
+    assert second.actor == "ann" and r.exists("t:{acme}:audit")
     assert audit.recent(before=first.audit_id) == [second]
 
 
 def test_the_viewer_role_reads_everything_and_can_change_nothing(
-    redis_server: LocalRedis, r: redis.Redis
+    make_client: Callable[..., AnyRedis], r: AnyRedis
 ) -> None:
     fill(r, 5)
     viewer = next(u for u in tenant_users("acme", viewer_password="v") if u.role == "viewer")
-    assert "%R~t:acme:*" in viewer.setuser_line()
-    r.execute_command("ACL", "SETUSER", *viewer.setuser_args())
+    assert "%R~t:{acme}:*" in viewer.setuser_line()
+    on_every_node(r, "ACL", "SETUSER", *viewer.setuser_args())
     try:
-        client = redis_server.client(username=viewer.username, password="v")
+        client = make_client(username=viewer.username, password="v")
         dlq = DeadLetterQueue(client, "acme")
         page = newest_first(dlq, "tasks")
         assert len(page.letters) == 5 and AuditLog(client, "acme").recent() == []
         with pytest.raises(BusRefused, match="NoPermissionError"):
             dlq.purge("tasks", ids=["0-0"])
         with pytest.raises(redis.exceptions.NoPermissionError):
-            client.xadd("t:acme:audit", {"x": "1"})
+            client.xadd("t:{acme}:audit", {"x": "1"})
         with pytest.raises(BusRefused, match="NoPermissionError"):
             newest_first(DeadLetterQueue(client, "globex"), "tasks")
     finally:
-        r.execute_command("ACL", "DELUSER", viewer.username)
+        on_every_node(r, "ACL", "DELUSER", viewer.username)

@@ -24,10 +24,10 @@ from tests.conftest import wait_for
 from tests.integration.helpers import Recorder, consumer, make_event, named, running
 from workers.tools.localredis import LocalRedis
 
-STREAM_KEY = "t:acme:events:tasks"
-DLQ_KEY = "t:acme:events:tasks:dlq"
-SCHEDULE_KEY = "t:acme:sched:tasks:workers"
-RETRY_KEY = "t:acme:events:tasks:retry:workers"
+STREAM_KEY = "t:{acme}:events:tasks"
+DLQ_KEY = "t:{acme}:events:tasks:dlq"
+SCHEDULE_KEY = "t:{acme}:sched:tasks:workers"
+RETRY_KEY = "t:{acme}:events:tasks:retry:workers"
 
 
 # -- refused writes (OOM) -------------------------------------------------------------

@@ -4,6 +4,7 @@ the same script as the XADD; consumers and the DLQ add outcomes; the tree is reb
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import pytest
 import redis
@@ -11,10 +12,10 @@ import redis
 from eventbus import AgentEvent, DeadLetterQueue, TenantEventBus
 from eventbus.acl import tenant_users
 from eventbus.errors import BusRefused
+from eventbus.redis_io import AnyRedis
 from eventbus.settings import BusSettings
 from eventbus.trace import read_trace, read_trace_plain, walk
-from tests.integration.helpers import Recorder, consumer, drain, make_event
-from workers.tools.localredis import LocalRedis
+from tests.integration.helpers import Recorder, consumer, drain, make_event, on_every_node
 
 
 def traced(r: redis.Redis, **settings: object) -> TenantEventBus:
@@ -110,7 +111,7 @@ def test_a_trace_of_ten_thousand_events_is_rebuilt_whole(r: redis.Redis) -> None
 
 
 def test_the_viewer_role_reads_a_trace_and_halted_state_without_any_script(
-    redis_server: LocalRedis, r: redis.Redis
+    make_client: Callable[..., AnyRedis], r: AnyRedis
 ) -> None:
     bus = traced(r)
     root = make_event(correlation_id="req-v")
@@ -119,9 +120,9 @@ def test_the_viewer_role_reads_a_trace_and_halted_state_without_any_script(
     bus.halt("req-v")
     users = {u.role: u for u in tenant_users("acme", viewer_password="v", worker_password="w")}
     for u in users.values():
-        r.execute_command("ACL", "SETUSER", *u.setuser_args())
+        on_every_node(r, "ACL", "SETUSER", *u.setuser_args())
     try:
-        viewer = redis_server.client(username=users["viewer"].username, password="v")
+        viewer = make_client(username=users["viewer"].username, password="v")
         vbus = TenantEventBus(viewer, "acme")
         plain = read_trace_plain(vbus, "req-v")
         assert plain.as_dict() == read_trace(bus, "req-v").as_dict()
@@ -133,10 +134,10 @@ def test_the_viewer_role_reads_a_trace_and_halted_state_without_any_script(
             vbus.resume("req-v")
         # the worker role (the operator's in the console and CLI) may halt and resume
         worker = TenantEventBus(
-            redis_server.client(username=users["worker"].username, password="w"), "acme"
+            make_client(username=users["worker"].username, password="w"), "acme"
         )
         assert worker.resume("req-v") is True and worker.halt("req-v") is True
         assert worker.set_budget("req-v", events=5).max_events == 5
     finally:
         for u in users.values():
-            r.execute_command("ACL", "DELUSER", u.username)
+            on_every_node(r, "ACL", "DELUSER", u.username)

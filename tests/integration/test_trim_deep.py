@@ -11,7 +11,7 @@ import redis
 from eventbus import TenantEventBus
 from tests.integration.helpers import make_event
 
-STREAM_KEY = "t:acme:events:tasks"
+STREAM_KEY = "t:{acme}:events:tasks"
 
 
 def _fill(r: redis.Redis, n: int) -> list[bytes]:

@@ -88,7 +88,7 @@ def entry_ids(r: redis.Redis, key: str) -> list[str]:
 
 
 def stored_events(r: redis.Redis, stream: str = STREAM) -> list[tuple[str, AgentEvent]]:
-    rows: list[tuple[bytes, Any]] = r.xrange(f"t:{TENANT}:events:{stream}")  # type: ignore[assignment]
+    rows: list[tuple[bytes, Any]] = r.xrange(f"t:{{{TENANT}}}:events:{stream}")  # type: ignore[assignment]
     return [(i.decode(), AgentEvent.from_stream_dict(f)) for i, f in rows]
 
 
@@ -170,7 +170,7 @@ def test_publish_stdin_bad_json_names_the_line_and_publishes_nothing_of_its_batc
     stdin = "\n".join([line(), line(), '{"event_type": "task_assigned",'])
     err = one_error_line(run(redis_server, "publish", STREAM, "-", stdin=stdin))
     assert "line 3: not valid JSON" in err
-    assert r.exists(f"t:{TENANT}:events:{STREAM}") == 0
+    assert r.exists(f"t:{{{TENANT}}}:events:{STREAM}") == 0
 
 
 def test_publish_stdin_stops_at_a_bad_line_after_publishing_earlier_batches(
@@ -198,14 +198,14 @@ def test_publish_stdin_invalid_events_name_the_line(
     redis_server: LocalRedis, r: redis.Redis, stdin: str, expected: str
 ) -> None:
     assert expected in one_error_line(run(redis_server, "publish", STREAM, "-", stdin=stdin))
-    assert r.exists(f"t:{TENANT}:events:{STREAM}") == 0
+    assert r.exists(f"t:{{{TENANT}}}:events:{STREAM}") == 0
 
 
 def test_publish_without_type_is_a_usage_error(redis_server: LocalRedis, r: redis.Redis) -> None:
     result = run(redis_server, "publish", STREAM, "--source", "a")
     assert result.returncode == 2
     assert "--type and --source are required" in result.stderr
-    assert r.exists(f"t:{TENANT}:events:{STREAM}") == 0
+    assert r.exists(f"t:{{{TENANT}}}:events:{STREAM}") == 0
 
 
 # -- tail --------------------------------------------------------------------------------
@@ -259,7 +259,7 @@ def test_tail_from_start_prints_undecodable_entries_with_their_fields_and_an_err
     redis_server: LocalRedis, r: redis.Redis, bus: TenantEventBus
 ) -> None:
     good = bus.publish(STREAM, make_event(n=1))
-    bad = s(r.xadd(f"t:{TENANT}:events:{STREAM}", {b"junk": b"\xff\xfe"}))
+    bad = s(r.xadd(f"t:{{{TENANT}}}:events:{STREAM}", {b"junk": b"\xff\xfe"}))
     out = ok(run(redis_server, "tail", STREAM, "--from-start", "--count", "2"))
     first, second = (json.loads(x) for x in out.splitlines())
     assert first["message_id"] == good and first["event"]["data"] == {"n": 1}
@@ -512,3 +512,21 @@ def test_supervise_passes_its_arguments_to_the_supervisor(redis_server: LocalRed
     result = run(redis_server, "supervise", "--help")
     assert result.returncode == 0, result.stderr
     assert "--processes" in result.stdout  # the supervisor's own flags
+
+
+def test_migrate_keys_renames_layout_1_keys_and_reports_each(
+    redis_server: LocalRedis, r: redis.Redis
+) -> None:
+    r.xadd(f"t:{TENANT}:events:{STREAM}", {"x": "1"})
+    r.set(f"t:{{{TENANT}}}:streams", "taken")
+    r.sadd(f"t:{TENANT}:streams", STREAM)
+
+    dry = run(redis_server, "migrate-keys", "--dry-run").stdout  # exit 1: a conflict
+    assert f"would move t:{TENANT}:events:{STREAM} -> t:{{{TENANT}}}:events:{STREAM}" in dry
+    assert r.exists(f"t:{{{TENANT}}}:events:{STREAM}") == 0
+
+    result = run(redis_server, "migrate-keys")
+    assert result.returncode == 1  # one key could not be renamed: said, not hidden
+    assert f"moved t:{TENANT}:events:{STREAM} -> t:{{{TENANT}}}:events:{STREAM}" in result.stdout
+    assert f"kept t:{TENANT}:streams: t:{{{TENANT}}}:streams exists already" in result.stdout
+    assert r.xlen(f"t:{{{TENANT}}}:events:{STREAM}") == 1

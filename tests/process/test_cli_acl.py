@@ -46,7 +46,7 @@ def test_acl_lines_applied_by_an_admin_give_a_tenant_bound_worker(
         )
         assert bus.publish("health", event)
         with pytest.raises(redis.exceptions.NoPermissionError):
-            worker.xadd("t:globex:events:health", {"x": "1"})
+            worker.xadd("t:{globex}:events:health", {"x": "1"})
     finally:
         r.execute_command(
             "ACL", "DELUSER", "eventbus-acme-worker", "eventbus-acme-publisher",

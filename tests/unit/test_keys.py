@@ -7,10 +7,13 @@ from collections.abc import Callable
 import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
+from redis.crc import key_slot
 
 from eventbus.errors import EventBusError, InvalidName
 from eventbus.keys import (
+    KEY_LAYOUT,
     TenantKeys,
+    glob_escape,
     validate_consumer,
     validate_event_id,
     validate_group,
@@ -31,21 +34,21 @@ BAD_NAMES = [":", "a:b", "*", "a*", "{", "a{b}", "}", " ", "a b", "", ".", "..",
 def test_keys_of_a_tenant_follow_the_catalogue() -> None:
     keys = TenantKeys("acme")
 
-    assert keys.prefix == "t:acme:"
-    assert keys.stream("tasks") == "t:acme:events:tasks"
-    assert keys.dlq("tasks") == "t:acme:events:tasks:dlq"
-    assert keys.retry_stream("tasks", "billing") == "t:acme:events:tasks:retry:billing"
-    assert keys.schedule("tasks", "billing") == "t:acme:sched:tasks:billing"
-    assert keys.dedupe("tasks", "evt-1") == "t:acme:dedupe:tasks:evt-1"
-    assert keys.budget("req-1") == "t:acme:budget:req-1"
-    assert keys.spent() == "t:acme:spent"
-    assert keys.halted() == "t:acme:halted"
-    assert keys.trace("req-1") == "t:acme:trace:req-1"
+    assert keys.prefix == "t:{acme}:"
+    assert keys.stream("tasks") == "t:{acme}:events:tasks"
+    assert keys.dlq("tasks") == "t:{acme}:events:tasks:dlq"
+    assert keys.retry_stream("tasks", "billing") == "t:{acme}:events:tasks:retry:billing"
+    assert keys.schedule("tasks", "billing") == "t:{acme}:sched:tasks:billing"
+    assert keys.dedupe("tasks", "evt-1") == "t:{acme}:dedupe:tasks:evt-1"
+    assert keys.budget("req-1") == "t:{acme}:budget:req-1"
+    assert keys.spent() == "t:{acme}:spent"
+    assert keys.halted() == "t:{acme}:halted"
+    assert keys.trace("req-1") == "t:{acme}:trace:req-1"
 
 
 def test_correlation_ids_in_keys_follow_the_event_id_rule() -> None:
     keys = TenantKeys("acme")
-    assert keys.budget("order-42:attempt-1") == "t:acme:budget:order-42:attempt-1"
+    assert keys.budget("order-42:attempt-1") == "t:{acme}:budget:order-42:attempt-1"
     for bad in ("", "a b", "x" * 129, "é"):
         with pytest.raises(InvalidName, match="invalid correlation id"):
             keys.trace(bad)
@@ -54,10 +57,10 @@ def test_correlation_ids_in_keys_follow_the_event_id_rule() -> None:
 def test_stream_name_of_recognises_only_main_stream_keys_of_the_tenant() -> None:
     keys = TenantKeys("acme")
 
-    assert keys.stream_name_of("t:acme:events:tasks") == "tasks"
-    assert keys.stream_name_of("t:acme:events:tasks:dlq") is None
-    assert keys.stream_name_of("t:acme:events:tasks:retry:g") is None
-    assert keys.stream_name_of("t:other:events:tasks") is None
+    assert keys.stream_name_of("t:{acme}:events:tasks") == "tasks"
+    assert keys.stream_name_of("t:{acme}:events:tasks:dlq") is None
+    assert keys.stream_name_of("t:{acme}:events:tasks:retry:g") is None
+    assert keys.stream_name_of("t:{other}:events:tasks") is None
 
 
 def test_names_at_the_length_limit_are_accepted() -> None:
@@ -160,9 +163,10 @@ def test_every_accepted_name_yields_keys_inside_the_tenant_prefix(
         made += [keys.retry_stream(stream, group), keys.schedule(stream, group)]
 
     for key in made:
-        assert key.startswith(f"t:{tenant}:")
-        assert key.split(":")[1] == tenant  # the tenant segment cannot be escaped
-        assert not set(key) & set("*{} ")
+        assert key.startswith(f"t:{{{tenant}}}:")
+        assert key.split(":")[1] == "{" + tenant + "}"  # the tenant segment cannot be escaped
+        assert not set(key.replace(keys.tag, "", 1)) & set("*{} ")
+        assert key_slot(key.encode()) == key_slot(tenant.encode())  # the tenant's hash tag
 
 
 @given(a=st.tuples(_short, _short), b=st.tuples(_short | _valid, _short))
@@ -195,3 +199,61 @@ def test_dedupe_all_is_dedupe_of_each_event_and_checks_every_name() -> None:
         keys.dedupe_all("tasks", ["ok", "not ok"])
     with pytest.raises(InvalidName):
         keys.dedupe_all("a:b", ["ok"])
+
+
+def _every_key(keys: TenantKeys, stream: str, group: str, event_id: str, cid: str) -> list[str]:
+    return [
+        keys.stream(stream),
+        keys.dlq(stream),
+        keys.retry_stream(stream, group),
+        keys.schedule(stream, group),
+        keys.dedupe(stream, event_id),
+        *keys.dedupe_all(stream, [event_id, "x"]),
+        keys.done(stream, group, event_id),
+        keys.registry(),
+        keys.audit(),
+        keys.budget(cid),
+        keys.spent(),
+        keys.halted(),
+        keys.trace(cid),
+    ]
+
+
+_event_ids = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1, max_size=12)
+
+
+@given(tenant=_valid | _short, stream=_valid | _short, event_id=_event_ids, cid=_event_ids)
+def test_every_key_of_a_tenant_hashes_to_the_tenants_slot(
+    tenant: str, stream: str, event_id: str, cid: str
+) -> None:
+    """Key layout 2: one hash slot per tenant, whatever braces an event id holds, so every
+    Lua script's keys (all derived here) share one slot on Redis Cluster."""
+    keys = TenantKeys(tenant)
+    slots = {key_slot(k.encode()) for k in _every_key(keys, stream, "g", event_id, cid)}
+
+    assert slots == {key_slot(keys.tag.encode())} == {key_slot(tenant.encode())}
+
+
+def test_layout_2_keys_carry_the_tenant_as_a_literal_hash_tag() -> None:
+    keys = TenantKeys("acme")
+
+    assert KEY_LAYOUT == 2
+    assert keys.tag == "{acme}"
+    assert keys.stream("tasks") == "t:{acme}:events:tasks"
+    assert keys.done("tasks", "g", "e{1}") == "t:{acme}:done:tasks:g:e{1}"
+
+
+def test_glob_escape_makes_every_glob_character_literal() -> None:
+    assert glob_escape("a*b?c[d]e\\f{g}") == "a\\*b\\?c\\[d\\]e\\\\f{g}"
+    assert TenantKeys("a.b-c_9").acl_pattern() == "t:{a.b-c_9}:*"
+
+
+def test_legacy_keys_map_to_layout_2_with_the_same_suffix() -> None:
+    keys = TenantKeys("acme")
+
+    assert keys.legacy_pattern() == "t:acme:*"
+    assert keys.from_legacy("t:acme:events:tasks:dlq") == "t:{acme}:events:tasks:dlq"
+    with pytest.raises(InvalidName, match="t:globex:events:tasks"):
+        keys.from_legacy("t:globex:events:tasks")
+    # a layout-2 key never matches the legacy prefix, so a scan cannot take one for the other
+    assert not keys.stream("tasks").startswith(keys.legacy_prefix)

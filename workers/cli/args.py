@@ -14,7 +14,7 @@ from eventbus.logs import LEVELS
 from eventbus.schemas import EventPriority, EventType
 from eventbus.settings import DEFAULT_REDIS_URL, BusSettings
 from workers.cli.events import parse_enum
-from workers.parsers import at_least_float, at_least_int
+from workers.parsers import at_least_float, at_least_int, boolean
 
 _positive_int = at_least_int(1)
 _non_negative_int = at_least_int(0)
@@ -29,6 +29,14 @@ def _enum_arg(enum_cls: type[Enum]) -> Callable[[str], Enum]:
             raise argparse.ArgumentTypeError(str(exc)) from None
 
     return parse
+
+
+def _env_flag(environ: Mapping[str, str], name: str) -> bool:
+    raw = environ.get(name, "")
+    try:
+        return boolean(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r}: must be true or false (1/0, yes/no, on/off)") from None
 
 
 def _common(environ: Mapping[str, str], *, top: bool) -> argparse.ArgumentParser:
@@ -46,6 +54,12 @@ def _common(environ: Mapping[str, str], *, top: bool) -> argparse.ArgumentParser
         "--redis-url",
         default=default(environ.get("EVENTBUS_REDIS_URL", DEFAULT_REDIS_URL)),
         help=f"Redis URL [env EVENTBUS_REDIS_URL; default {DEFAULT_REDIS_URL}]",
+    )
+    common.add_argument(
+        "--redis-cluster",
+        action="store_true",
+        default=_env_flag(environ, "EVENTBUS_REDIS_CLUSTER") if top else argparse.SUPPRESS,
+        help="the Redis URL is a seed node of a Redis Cluster [env EVENTBUS_REDIS_CLUSTER=1]",
     )
     common.add_argument(
         "--tenant",
@@ -262,6 +276,21 @@ def _add_requests(sub: Any, common: argparse.ArgumentParser) -> None:
     p.set_defaults(command="trace", parser=p)
 
 
+def _add_migrate(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "migrate-keys",
+        parents=[common],
+        help="move the tenant's key layout 1 keys (t:T:...) to layout 2 (t:{T}:...)",
+        description="Key layout 2 (docs/wire-format.md) writes the tenant as a hash tag: "
+        "t:{T}:events:S instead of t:T:events:S. This finds the tenant's layout-1 keys "
+        "(SCAN) and moves each (DUMP, RESTORE with its TTL, DEL: value and consumer "
+        "groups kept; a key whose new name exists is left alone and reported). Stop the "
+        "tenant's pool and producers first. Exit 1 if some key could not be moved.",
+    )
+    p.add_argument("--dry-run", action="store_true", help="only list the keys and their new names")
+    p.set_defaults(command="migrate-keys", parser=p)
+
+
 def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="eventbus",
@@ -277,6 +306,7 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     _add_readers(sub, common)
     _add_dlq(sub, common)
     _add_requests(sub, common)
+    _add_migrate(sub, common)
     sub.add_parser(
         "acl",
         add_help=False,

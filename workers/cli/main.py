@@ -1,5 +1,5 @@
 """The operator CLI: ``eventbus publish | tail | stats | dlq ... | budget | halt | resume |
-trace | acl | supervise``.
+trace | migrate-keys | acl | supervise``.
 
 One console script; each subcommand is a small function in ``COMMANDS``. Bad input, bus
 errors and Redis errors end as one ``eventbus: error: ...`` line on stderr and exit 1.
@@ -20,12 +20,14 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from eventbus import layout, redis_io
 from eventbus.acl import tenant_users
 from eventbus.bus import TenantEventBus
 from eventbus.dlq import DeadLetterQueue
 from eventbus.errors import BusConnectionError, EventBusError, StreamNotFound
 from eventbus.keys import TenantKeys, validate_correlation_id, validate_stream
 from eventbus.logs import configure_logging
+from eventbus.redis_io import AnyRedis
 from eventbus.settings import BusSettings
 from eventbus.stats import tenant_stats
 from eventbus.trace import read_trace
@@ -68,8 +70,8 @@ class Ops:
         self.settings = BusSettings(maxlen=getattr(args, "maxlen", BusSettings.maxlen))
 
     @cached_property
-    def client(self) -> redis.Redis:
-        return connect(self.args.redis_url)
+    def client(self) -> AnyRedis:
+        return connect(self.args.redis_url, cluster=self.args.redis_cluster)
 
     @cached_property
     def bus(self) -> TenantEventBus:
@@ -88,13 +90,15 @@ class Ops:
             )
 
 
-def connect(url: str) -> redis.Redis:
+def connect(url: str, *, cluster: bool = False) -> AnyRedis:
     """A bytes client checked with one PING (no retry: an unreachable Redis is reported
     within CONNECT_TIMEOUT_S). The bus and the DLQ then talk through their own pool of the
-    same settings (a publish is retried for the bus's retry budget, 2 s)."""
+    same settings (a publish is retried for the bus's retry budget, 2 s). With ``cluster``,
+    a Redis Cluster client seeded with the URL's node."""
     try:
-        client = redis.Redis.from_url(
+        client = redis_io.connect(
             url,
+            cluster=cluster,
             socket_connect_timeout=CONNECT_TIMEOUT_S,
             socket_timeout=SOCKET_TIMEOUT_S,
             retry=Retry(NoBackoff(), 0),
@@ -305,7 +309,7 @@ def acl(argv: list[str]) -> int:
         prog="eventbus acl",
         description="Print ACL SETUSER commands for TENANT's worker, publisher and "
         "read-only viewer users "
-        "(keys ~t:TENANT:* only, just the commands each role needs). Nothing is sent to "
+        "(keys ~t:{TENANT}:* only, just the commands each role needs). Nothing is sent to "
         "Redis: pipe the output into redis-cli as an admin, e.g. "
         "'eventbus acl acme | redis-cli'. Passwords are random unless given.",
     )
@@ -329,7 +333,21 @@ def acl(argv: list[str]) -> int:
     return 0
 
 
+def migrate_keys(ops: Ops) -> int:
+    """Move the tenant's layout-1 keys; one line per key: ``old -> new`` (or why not)."""
+    done = layout.migrate(ops.client, ops.keys.tenant_id, dry_run=ops.args.dry_run)
+    verb = "would move" if ops.args.dry_run else "moved"
+    for old, new in done.renamed:
+        print(f"{verb} {old} -> {new}")
+    for old, new in done.conflicts:
+        print(f"kept {old}: {new} exists already (compare them, then rename or delete one)")
+    if not done.renamed and not done.conflicts:
+        print(f"no layout-1 keys of tenant {ops.keys.tenant_id!r}")
+    return 1 if done.conflicts else 0
+
+
 COMMANDS: dict[str, Callable[[Ops], int]] = {
+    "migrate-keys": migrate_keys,
     "publish": publish,
     "tail": tail,
     "stats": stats,

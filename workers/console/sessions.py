@@ -21,6 +21,7 @@ from eventbus.dlq import DeadLetterQueue
 from eventbus.dlqview import BulkRun
 from eventbus.errors import BusConnectionError, BusRefused, EventBusError
 from eventbus.keys import validate_tenant_id
+from eventbus.redis_io import disconnect
 from workers.console.settings import ConsoleSettings
 
 log = structlog.get_logger("eventbus.console")
@@ -61,7 +62,7 @@ class TenantHandles:
 
     def close(self) -> None:
         for client in (self.bus.redis, self.dlq.redis, self.audit.redis):
-            client.connection_pool.disconnect()
+            disconnect(client)
 
 
 @dataclass
@@ -163,7 +164,7 @@ def check_login(url: str, username: str, password: str, tenant: str) -> redis.Re
         raise LoginFailed(f"Redis refused the login: {exc}") from None
     finally:
         if bus is not None:
-            bus.redis.connection_pool.disconnect()
+            disconnect(bus.redis)
         client.connection_pool.disconnect()  # sessions connect through their handles
     return client
 

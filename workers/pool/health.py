@@ -11,7 +11,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import redis
+from redis.exceptions import RedisClusterException
 
+from eventbus.redis_io import connect
 from workers.pool.jobs import PeriodicJob
 
 CACHE_S = 1.0  # a check is reused this long: probes and the watchdog cannot load Redis
@@ -37,9 +39,12 @@ class Readiness:
         workers: Callable[[], tuple[int, int]],
         jobs: Callable[[], Sequence[PeriodicJob]],
         clock: Callable[[], float] = time.monotonic,
+        *,
+        cluster: bool = False,
     ) -> None:
-        self._client = redis.Redis.from_url(
+        self._client = connect(
             redis_url,
+            cluster=cluster,
             socket_timeout=PING_TIMEOUT_S,
             socket_connect_timeout=PING_TIMEOUT_S,
             client_name="eventbus-health",
@@ -71,7 +76,7 @@ class Readiness:
             problems.append(f"{configured - ready} of {configured} workers not ready")
         try:
             redis_ok = bool(self._client.ping())
-        except redis.RedisError as exc:
+        except (redis.RedisError, RedisClusterException) as exc:
             redis_ok = False
             problems.append(f"redis unreachable: {type(exc).__name__}")
         late = [

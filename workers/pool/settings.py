@@ -78,6 +78,10 @@ class PoolSettings:
         ),
     ] = None
     redis_url: Annotated[str, Setting(str, "Redis URL")] = DEFAULT_REDIS_URL
+    redis_cluster: Annotated[
+        bool,
+        Setting(boolean, "the Redis URL is a seed node of a Redis Cluster (it finds the others)"),
+    ] = False
     tenant: Annotated[str, Setting(validate_tenant_id, "tenant id")]
     stream: Annotated[str, Setting(validate_stream, "stream to consume")]
     group: Annotated[str, Setting(validate_group, "consumer group")]

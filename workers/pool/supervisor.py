@@ -25,12 +25,13 @@ from multiprocessing.connection import wait
 from types import FrameType
 from typing import TYPE_CHECKING
 
-import redis
 import structlog
 
-from eventbus import DeadLetterQueue, TenantEventBus, metrics
+from eventbus import DeadLetterQueue, TenantEventBus, layout, metrics
+from eventbus.errors import EventBusError
 from eventbus.logs import configure_logging
 from eventbus.outcomes import Outcomes
+from eventbus.redis_io import connect
 from workers.pool import sdnotify
 from workers.pool.flags import parse_settings
 from workers.pool.health import Readiness
@@ -69,12 +70,19 @@ class Supervisor:
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
-        self._client = redis.Redis.from_url(settings.redis_url, client_name="eventbus-supervisor")
+        self._client = connect(
+            settings.redis_url, cluster=settings.redis_cluster, client_name="eventbus-supervisor"
+        )
         self._bus = TenantEventBus(self._client, settings.tenant, settings=settings.bus_settings())
         self._outcomes = Outcomes(self._bus.group(settings.stream, settings.group), self._count)
         self._hung = HungHandlers(self._outcomes, self.log, self._count)
         self._jobs: list[PeriodicJob] = []
-        self._readiness = Readiness(settings.redis_url, self.workers_ready, lambda: self._jobs)
+        self._readiness = Readiness(
+            settings.redis_url,
+            self.workers_ready,
+            lambda: self._jobs,
+            cluster=settings.redis_cluster,
+        )
         self._metrics: MetricsServer | None = None
         self._count_lock = threading.Lock()
         self._reload_queue: list[int] = []
@@ -140,6 +148,20 @@ class Supervisor:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, self._on_signal)
 
+    def _warn_legacy_keys(self) -> None:
+        """Key layout 1 keys of the tenant are not read under layout 2: say so loudly."""
+        try:
+            old = layout.legacy_hint(self._client, self.settings.tenant, self.settings.stream)
+        except EventBusError as exc:  # e.g. a tenant ACL user may not touch t:T:* names
+            self.log.info("legacy_keys_unchecked", error=str(exc))
+            return
+        if old:
+            self.log.warning(
+                "legacy_keys_found",
+                example=old,
+                fix=f"eventbus migrate-keys --tenant {self.settings.tenant}",
+            )
+
     def _drain_wakeups(self) -> None:
         try:
             while os.read(self._wake_r, 512):
@@ -154,6 +176,7 @@ class Supervisor:
         self.log.info(
             "supervisor_starting", processes=len(self.slots), handler=self.settings.handler
         )
+        self._warn_legacy_keys()
         self._start_metrics()  # first: the workers write into its directory
         for slot in self.slots:
             self._spawn(slot)

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
-import redis
 import structlog
 
 from eventbus import DeadLetterQueue, EventConsumer, TenantEventBus
@@ -21,6 +20,7 @@ from eventbus.errors import EventBusError
 from eventbus.handler import DeliveryObserver
 from eventbus.logs import configure_logging
 from eventbus.metrics import STAGE_PUBLISH, ConsumerMetrics, Tally, use_multiprocess_dir
+from eventbus.redis_io import connect
 from workers.pool.loader import HandlerLoadError, load_handler
 from workers.pool.settings import PoolSettings
 
@@ -114,7 +114,7 @@ def run_worker(
         log.error("handler_load_failed", error=str(exc))
         raise SystemExit(EXIT_HANDLER_LOAD) from None
 
-    client = redis.Redis.from_url(settings.redis_url, client_name=name)
+    client = connect(settings.redis_url, cluster=settings.redis_cluster, client_name=name)
     bus = TenantEventBus(client, settings.tenant, settings=settings.bus_settings())
     observers: list[DeliveryObserver] = []
     # The supervisor only reads the slot to kill hung handlers: no timeout, no reports

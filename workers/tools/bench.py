@@ -26,6 +26,7 @@ from typing import Any
 import redis
 
 from eventbus import TenantEventBus
+from eventbus.keys import TenantKeys
 from eventbus.settings import BusSettings
 from eventbus.trace import read_trace
 from workers.tools import bench_measure as m
@@ -391,7 +392,7 @@ SECTION_ORDER = ("publish", "guards", "end_to_end", "latency", "scaling", "memor
 
 
 def _cleanup(client: redis.Redis) -> None:
-    for pattern in (f"t:{m.TENANT}:*", "bench:*"):
+    for pattern in (TenantKeys(m.TENANT).acl_pattern(), "bench:*"):
         for key in client.scan_iter(match=pattern, count=1000):
             client.delete(key)
 

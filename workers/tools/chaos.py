@@ -2,6 +2,8 @@
 real pool (the supervisor subprocess) with a recording handler, and faults at random:
 worker SIGKILL, Redis SIGKILL + restart on the same data dir, CLIENT KILL of every
 connection, DEBUG SLEEP stalls. Then it drains and prints the ledger; exit 1 on any loss.
+With ``--cluster``: a Redis Cluster, and master kills with failover
+(:mod:`workers.tools.chaos_cluster`).
 
     python -m workers.tools.chaos --duration 60 --rate 200 --processes 3 [--seed N] [--json FILE]
 """
@@ -14,7 +16,6 @@ import os
 import random
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -26,11 +27,19 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-import redis
-
-from eventbus import AgentEvent, EventBusError, EventType, HandlerContext, TenantEventBus
+from eventbus import (
+    AgentEvent,
+    BusSettings,
+    EventBusError,
+    EventType,
+    HandlerContext,
+    TenantEventBus,
+)
 from eventbus import wants_context as _wants_context
 from eventbus.logs import configure_logging
+from workers.tools import chaos_cluster
+from workers.tools.chaos_report import print_report, recovery_times
+from workers.tools.localcluster import LocalCluster
 from workers.tools.localredis import LocalRedis
 from workers.tools.procs import is_worker, worker_pids
 
@@ -121,7 +130,7 @@ class Publisher(threading.Thread):
 class PoolProcess:
     """The supervisor subprocess (logs to a file) and its worker processes."""
 
-    def __init__(self, url: str, workdir: Path, processes: int) -> None:
+    def __init__(self, url: str, workdir: Path, processes: int, *, cluster: bool = False) -> None:
         self.log_path = workdir / "pool.log"
         self.args = [
             sys.executable, "-m", "workers.pool.supervisor",
@@ -136,6 +145,7 @@ class PoolProcess:
             "--max-restarts-per-minute", "1000",
             "--grace-period-s", "10",
             "--log-format", "json",
+            "--redis-cluster", "true" if cluster else "false",
         ]  # fmt: skip
         self.env = {**os.environ, LEDGER_ENV: str(workdir / "handled.jsonl")}
         self.proc: subprocess.Popen[bytes] | None = None
@@ -196,6 +206,19 @@ class Injector:
             "debug_sleep": self._debug_sleep,
         }
 
+    @classmethod
+    def on_cluster(cls, cluster: LocalCluster, pool: PoolProcess, rng: random.Random) -> Injector:
+        """The faults of a cluster run (chaos_cluster.CLUSTER_KINDS)."""
+        injector = cls.__new__(cls)
+        injector.pool, injector.rng, injector.injected = pool, rng, []
+        faults = chaos_cluster.ClusterFaults(cluster, TENANT, STREAM, rng)
+        injector.actions = {
+            "worker_kill": lambda: chaos_cluster.kill_one(pool.worker_pids(), rng),
+            "master_kill": faults.master_kill,
+            "client_kill": faults.client_kill,
+        }
+        return injector
+
     def inject(self, kind: str) -> None:
         if self.actions[kind]():
             self.injected.append((kind, time.time()))
@@ -225,30 +248,10 @@ class Injector:
         return True
 
 
-def recovery_times(injected: list[tuple[str, float]], handled: list[float]) -> dict[str, Any]:
-    """Per kind: seconds from the end of each fault until the next handled event."""
-    ordered = sorted(handled)
-    per_kind: dict[str, list[float]] = {}
-    for kind, at in injected:
-        after = next((t for t in ordered if t > at), None)  # ordered: first one is the next
-        if after is not None:
-            per_kind.setdefault(kind, []).append(after - at)
-    out: dict[str, Any] = {}
-    for kind, values in sorted(per_kind.items()):
-        out[kind] = {
-            "max_s": round(max(values), 3),
-            "median_s": round(statistics.median(values), 3),
-        }
-    every = [v for values in per_kind.values() for v in values]
-    if every:
-        out["all"] = {"max_s": round(max(every), 3), "median_s": round(statistics.median(every), 3)}
-    return out
-
-
 # -- the run ---------------------------------------------------------------------------
 
 
-def _dead_lettered(client: redis.Redis) -> set[str]:
+def _dead_lettered(client: Any) -> set[str]:
     key = TenantEventBus(client, TENANT).keys.dlq(STREAM)
     out: set[str] = set()
     start = "-"
@@ -263,12 +266,15 @@ def _dead_lettered(client: redis.Redis) -> set[str]:
 def run(args: argparse.Namespace, stop: threading.Event) -> dict[str, Any]:
     rng = random.Random(args.seed)
     workdir = Path(tempfile.mkdtemp(prefix="eventbus-chaos-"))
-    server = LocalRedis(
+    server: LocalRedis | LocalCluster = LocalRedis(
         appendonly=True,
         appendfsync="always",
         extra_args=["--enable-debug-command", "local"],
     )
-    pool = PoolProcess(server.url, workdir, args.processes)
+    settings = BusSettings()
+    if args.cluster:
+        server, settings = chaos_cluster.new_cluster(), chaos_cluster.PUBLISHER_SETTINGS
+    pool = PoolProcess(server.url, workdir, args.processes, cluster=args.cluster)
     publisher: Publisher | None = None
     pub_stop = threading.Event()
     report: dict[str, Any] = {"seed": args.seed, "workdir": str(workdir)}
@@ -277,12 +283,16 @@ def run(args: argparse.Namespace, stop: threading.Event) -> dict[str, Any]:
         client = server.client(socket_timeout=30)
         pool.start()
         handled = HandledLog(workdir / "handled.jsonl")
-        bus = TenantEventBus(server.client(socket_timeout=5), TENANT)
+        bus = TenantEventBus(server.client(socket_timeout=5), TENANT, settings=settings)
         bus.ensure_group(STREAM, GROUP)
         publisher = Publisher(bus, args.rate, args.work_ms, pub_stop)
         publisher.start()
-        injector = Injector(server, pool, rng)
-        kinds = [k for k in KINDS if k in args.faults]
+        if isinstance(server, LocalCluster):
+            injector = Injector.on_cluster(server, pool, rng)
+        else:
+            injector = Injector(server, pool, rng)
+        every = chaos_cluster.CLUSTER_KINDS if args.cluster else KINDS
+        kinds = [k for k in every if k in args.faults]
         bag: list[str] = []  # every kind once per round, in random order: all get a turn
         started = time.monotonic()
         end = started + args.duration
@@ -332,22 +342,6 @@ def run(args: argparse.Namespace, stop: threading.Event) -> dict[str, Any]:
             shutil.rmtree(workdir, ignore_errors=True)
 
 
-def print_report(report: dict[str, Any]) -> None:
-    print("chaos ledger")
-    for key in ("seed", "duration_s", "drain_s", "published", "handled", "dead_lettered"):
-        print(f"  {key:<22} {report.get(key)}")
-    print(f"  {'lost':<22} {report.get('lost')}  (must be 0)")
-    print(f"  {'duplicates':<22} {report.get('duplicates')}  (handled more than once)")
-    print(f"  {'handler_calls':<22} {report.get('handler_calls')}")
-    print(f"  {'publish_errors':<22} {report.get('publish_errors')}  (retried: same event)")
-    print(f"  {'faults':<22} {report.get('faults')}")
-    for kind, times in report.get("recovery", {}).items():
-        print(f"  recovery {kind:<13} max {times['max_s']}s  median {times['median_s']}s")
-    print(f"  {'worker_respawns':<22} {report.get('worker_respawns')}")
-    if report.get("lost"):
-        print(f"  LOST (first 20): {report.get('lost_ids')}; files kept in {report['workdir']}")
-
-
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m workers.tools.chaos",
@@ -360,7 +354,18 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None, help="random seed (None: a random one)")
     p.add_argument("--json", default=None, help="also write the ledger to this file")
     p.add_argument("--fault-interval-s", type=float, default=3.0, help="mean time between faults")
-    p.add_argument("--faults", default=",".join(KINDS), help="kinds to inject, comma-separated")
+    p.add_argument(
+        "--faults",
+        default=None,
+        help=f"kinds to inject, comma-separated (default: {','.join(KINDS)}; "
+        f"with --cluster: {','.join(chaos_cluster.CLUSTER_KINDS)})",
+    )
+    p.add_argument(
+        "--cluster",
+        action="store_true",
+        help="a Redis Cluster of 3 masters + 3 replicas; faults include master kills "
+        "(failover); the publisher uses min_replicas=1",
+    )
     p.add_argument("--work-ms", type=float, default=2.0, help="handler work per event (ms)")
     p.add_argument("--drain-timeout-s", type=float, default=120, help="longest drain")
     p.add_argument("--keep", action="store_true", help="keep the work dir (logs, ledger)")
@@ -369,8 +374,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    args.faults = {k.strip() for k in args.faults.split(",") if k.strip()}
-    unknown = args.faults - set(KINDS)
+    kinds = chaos_cluster.CLUSTER_KINDS if args.cluster else KINDS
+    args.faults = {k.strip() for k in (args.faults or ",".join(kinds)).split(",") if k.strip()}
+    unknown = args.faults - set(kinds)
     if unknown or args.rate <= 0 or args.processes < 1 or args.duration <= 0:
         sys.stderr.write(f"chaos: bad arguments (unknown faults: {sorted(unknown)})\n")
         return 2

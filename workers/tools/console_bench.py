@@ -33,6 +33,7 @@ import redis
 
 from eventbus import AgentEvent, EventType
 from eventbus.acl import tenant_users
+from eventbus.keys import TenantKeys
 from eventbus.records import REASON_DECODE_ERROR, REASON_HANDLER_FAILED, FailureInfo
 from eventbus.records import dead_letter_metadata as metadata
 from workers.tools.localredis import LocalRedis, free_port
@@ -80,9 +81,10 @@ def letter(i: int) -> dict[str, str]:
 
 
 def fill(client: redis.Redis, n: int, first_ms: int) -> None:
-    key = f"t:{TENANT}:events:{STREAM}:dlq"
-    client.sadd(f"t:{TENANT}:streams", STREAM)
-    client.xgroup_create(f"t:{TENANT}:events:{STREAM}", GROUP, id="0", mkstream=True)
+    keys = TenantKeys(TENANT)
+    key = keys.dlq(STREAM)
+    client.sadd(keys.registry(), STREAM)
+    client.xgroup_create(keys.stream(STREAM), GROUP, id="0", mkstream=True)
     templates = [letter(i) for i in range(1000)]
     pipe = client.pipeline(transaction=False)
     for i in range(n):
@@ -207,7 +209,7 @@ def measure(args: argparse.Namespace, server: LocalRedis, port: int) -> dict[str
     http_ = Client(port, name, password)
     base = f"/t/{TENANT}/s/{STREAM}/dlq"
     admin = server.client()
-    rows: Any = admin.xrange(f"t:{TENANT}:events:{STREAM}:dlq", count=1)
+    rows: Any = admin.xrange(TenantKeys(TENANT).dlq(STREAM), count=1)
     first_ms = int(rows[0][0].decode().split("-")[0])
     rng = random.Random(7)
 

@@ -24,6 +24,7 @@ from eventbus import (
     EventType,
     TenantEventBus,
 )
+from eventbus.keys import TenantKeys
 from eventbus.logs import configure_logging
 from eventbus.settings import ConsumerSettings
 from workers.tools.localredis import LocalRedis
@@ -76,7 +77,7 @@ class WriterAgent:
 
 
 def run(client: redis.Redis) -> None:
-    for key in client.scan_iter(match=f"t:{TENANT}:*"):
+    for key in client.scan_iter(match=TenantKeys(TENANT).acl_pattern()):
         client.delete(key)
     bus = TenantEventBus(client, TENANT)
     dlq = DeadLetterQueue(client, TENANT)

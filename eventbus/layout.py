@@ -1,0 +1,68 @@
+"""Key layout upgrades: find a tenant's keys left in key layout 1 (``t:T:...``, no hash tag)
+and rename them to layout 2 (``t:{T}:...``, see :mod:`eventbus.keys` and
+docs/wire-format.md). Run it with the tenant's pool and producers stopped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from eventbus.keys import TenantKeys
+from eventbus.redis_io import s, translated
+
+SCAN_COUNT = 1000  # keys per SCAN step
+
+
+def legacy_keys(client: Any, tenant_id: str) -> list[str]:
+    """The tenant's layout-1 keys (sorted), found with SCAN (every master of a cluster)."""
+    keys = TenantKeys(tenant_id)
+    with translated(f"scan for layout-1 keys of tenant {tenant_id!r}"):
+        found = client.scan_iter(match=keys.legacy_pattern(), count=SCAN_COUNT)
+        return sorted({s(k) for k in found})
+
+
+def legacy_hint(client: Any, tenant_id: str, stream: str) -> str | None:
+    """A cheap check (two EXISTS, no SCAN) for a process that starts: the name of a
+    layout-1 key of the tenant's registry or of ``stream`` that exists, else None."""
+    keys = TenantKeys(tenant_id)
+    for new in (keys.stream(stream), keys.registry()):
+        old = keys.legacy_prefix + new[len(keys.prefix) :]
+        with translated(f"look for layout-1 key {old!r}"):
+            if client.exists(old):
+                return old
+    return None
+
+
+@dataclass
+class Migration:
+    """What :func:`migrate` did: renamed (old, new) pairs, and keys left alone because
+    their layout-2 name exists already (nothing is overwritten)."""
+
+    renamed: list[tuple[str, str]] = field(default_factory=list)
+    conflicts: list[tuple[str, str]] = field(default_factory=list)
+
+
+def migrate(client: Any, tenant_id: str, *, dry_run: bool = False) -> Migration:
+    """Move every layout-1 key of the tenant to its layout-2 name: DUMP, RESTORE with its
+    TTL (the value and a stream's consumer groups and pending lists go with it), then
+    DEL. The old and new names hash to different slots, so this works on a single node and
+    on a cluster alike. A key whose new name is taken is left in place and listed in
+    ``conflicts`` (nothing is overwritten). Not atomic per key: stop the tenant's pool and
+    producers first; a run cut short is resumed by running it again."""
+    keys = TenantKeys(tenant_id)
+    out = Migration()
+    for old in legacy_keys(client, tenant_id):
+        new = keys.from_legacy(old)
+        with translated(f"move {old!r} to {new!r}"):
+            if client.exists(new):
+                out.conflicts.append((old, new))
+                continue
+            if not dry_run:
+                payload, ttl_ms = client.dump(old), client.pttl(old)
+                if payload is None:  # expired or deleted meanwhile: nothing to move
+                    continue
+                client.restore(new, max(ttl_ms, 0), payload)
+                client.delete(old)
+        out.renamed.append((old, new))
+    return out
