@@ -6,7 +6,6 @@ written again later: the handler ran, so its attempt is neither repeated nor cou
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
 from typing import TYPE_CHECKING
 
 from eventbus import handler as handlers
@@ -16,14 +15,15 @@ from eventbus.groupstream import RawEntry
 from eventbus.guards import chain_text
 from eventbus.handler import DeliveryObserver, Handler, HandlerContext, OutcomeCallback
 from eventbus.intake import Rejected, screen
-from eventbus.logs import log_context
+from eventbus.logs import LogKeys, log_context
 from eventbus.outcomes import Outcome, Planned, Result
 from eventbus.records import REASON_DECODE_ERROR, FailureInfo, retry_count_of
 from eventbus.requests import STOP_REASONS, STOPPED_CONFIRM_S, StoppedCache
 from eventbus.schemas import AgentEvent
 from eventbus.trace import TraceWriter
 
-_NO_SPAN = nullcontext()  # tracing off: nothing around the handler call
+#: The log context of a handled delivery, bound per event (see LogKeys).
+_EVENT_KEYS = LogKeys("consumer", "message_id", "attempt", "event_id", "correlation_id")
 
 if TYPE_CHECKING:
     from eventbus.consumer import EventConsumer
@@ -50,6 +50,7 @@ class Deliveries:
         self._unwritten: dict[tuple[str, str], Planned] = {}  # outcomes Redis refused
         self._stopped = StoppedCache(consumer.bus.requests)  # halted / spent requests
         self.trace = TraceWriter(consumer.bus, consumer.stream, consumer.group)
+        self._retry_key = consumer.group_stream.retry
 
     def is_unwritten(self, key: str, message_id: str) -> bool:
         return (key, message_id) in self._unwritten
@@ -58,7 +59,7 @@ class Deliveries:
         self._unwritten.clear()
 
     def handle(self, entry: RawEntry, deliveries: int, handler: Handler) -> None:
-        if deliveries > 1 or entry.key == self._c.group_stream.retry:
+        if deliveries > 1 or entry.key == self._retry_key:
             # A redelivery or a retry may be what killed or hung a worker before: ack what
             # is done first, or the events before it are handled again at a crash.
             self._acks.flush()
@@ -69,37 +70,23 @@ class Deliveries:
         if isinstance(verdict, Rejected) and verdict.reason in STOP_REASONS:
             # confirm with a fresh copy: the request may have been resumed meanwhile
             verdict = self._screen(entry, deliveries, self._stopped.current(STOPPED_CONFIRM_S))
-        context: dict[str, object] = {
-            "consumer": self._c.consumer_name,
-            "message_id": entry.message_id,
-            "attempt": retry_count + 1,
-        }
         if isinstance(verdict, Rejected):
-            self._c.stats[f"rejected_{verdict.reason}"] += 1
-            if verdict.event is not None:  # an agent guard's refusal: log its request and chain
-                context["correlation_id"] = verdict.event.correlation_id
-                context["call_chain"] = chain_text(verdict.event.call_chain)
-            if verdict.reason == REASON_DECODE_ERROR:
-                self._tell("decode_error")
-            with log_context(**context):
-                plan = self._c.outcomes.plan_dead_letter(
-                    entry.key,
-                    entry.message_id,
-                    self._c.consumer_name,
-                    reason=verdict.reason,
-                    failure=verdict.failure,
-                )
-                if self._carry_out(plan).result is Result.DEAD_LETTERED:
-                    self.trace.note(verdict.event, trace.DEAD_LETTERED, verdict.reason)
+            self._reject(entry, verdict, retry_count)
             return
-        context["event_id"] = verdict.event_id
-        context["correlation_id"] = verdict.correlation_id
-        tracer = tracing.tracer()
-        with (
-            log_context(**context),
-            _NO_SPAN
-            if tracer is None
-            else tracing.process_span(
+        # The delivery's log context (every line of it, the handler's own included).
+        tokens = _EVENT_KEYS.bind(
+            self._c.consumer_name,
+            entry.message_id,
+            retry_count + 1,
+            verdict.event_id,
+            verdict.correlation_id,
+        )
+        try:
+            tracer = tracing.tracer()
+            if tracer is None:  # tracing off: nothing around the handler call
+                self._run_handler(entry, verdict, deliveries, retry_count, handler)
+                return
+            with tracing.process_span(
                 tracer,
                 entry.fields,
                 stream=self._c.stream,
@@ -109,9 +96,34 @@ class Deliveries:
                 deliveries=deliveries,
                 retry_count=retry_count,
                 correlation_id=verdict.correlation_id,
-            ),
-        ):
-            self._run_handler(entry, verdict, deliveries, retry_count, handler)
+            ):
+                self._run_handler(entry, verdict, deliveries, retry_count, handler)
+        finally:
+            _EVENT_KEYS.reset(tokens)
+
+    def _reject(self, entry: RawEntry, verdict: Rejected, retry_count: int) -> None:
+        """Dead-letter a delivery the intake refused (the handler is not called)."""
+        self._c.stats[f"rejected_{verdict.reason}"] += 1
+        if verdict.reason == REASON_DECODE_ERROR:
+            self._tell("decode_error")
+        context: dict[str, object] = {
+            "consumer": self._c.consumer_name,
+            "message_id": entry.message_id,
+            "attempt": retry_count + 1,
+        }
+        if verdict.event is not None:  # an agent guard's refusal: log its request and chain
+            context["correlation_id"] = verdict.event.correlation_id
+            context["call_chain"] = chain_text(verdict.event.call_chain)
+        with log_context(**context):
+            plan = self._c.outcomes.plan_dead_letter(
+                entry.key,
+                entry.message_id,
+                self._c.consumer_name,
+                reason=verdict.reason,
+                failure=verdict.failure,
+            )
+            if self._carry_out(plan).result is Result.DEAD_LETTERED:
+                self.trace.note(verdict.event, trace.DEAD_LETTERED, verdict.reason)
 
     def _screen(
         self, entry: RawEntry, deliveries: int, stopped: dict[str, str]

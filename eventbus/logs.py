@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from contextvars import ContextVar, Token
 from types import TracebackType
 from typing import Any, Literal
 
@@ -66,3 +67,31 @@ class log_context:  # noqa: N801  (used like a function: ``with log_context(...)
         tb: TracebackType | None,
     ) -> None:
         reset_contextvars(**self._tokens)
+
+
+class LogKeys:
+    """A fixed set of keys bound to structlog's context-local context per call, for the
+    per-delivery hot path: the keys' ContextVars are looked up once (here), so a
+    :meth:`bind` is one ``ContextVar.set`` per key and builds no dict (a
+    :class:`log_context` costs about 2.5 us per event more for the same five keys).
+
+    ``tokens = keys.bind(v1, v2, ...)`` (values in the order of ``names``), then
+    ``keys.reset(tokens)`` in a ``finally``.
+    """
+
+    __slots__ = ("names", "_vars")
+
+    def __init__(self, *names: str) -> None:
+        self.names = names
+        # structlog's own ContextVars of these keys (what merge_contextvars reads),
+        # found through its public API: the tokens of a bind name their variables.
+        tokens = bind_contextvars(**dict.fromkeys(names))
+        reset_contextvars(**tokens)
+        self._vars: tuple[ContextVar[Any], ...] = tuple(t.var for t in tokens.values())
+
+    def bind(self, *values: Any) -> list[Token[Any]]:
+        return list(map(ContextVar.set, self._vars, values))
+
+    def reset(self, tokens: list[Token[Any]]) -> None:
+        for _ in map(ContextVar.reset, self._vars, tokens):
+            pass
