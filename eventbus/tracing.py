@@ -13,30 +13,30 @@ that publishes follow-up events continues it (A -> B -> C is one trace).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
+from types import TracebackType
 from typing import Any
 
-from eventbus.logs import log_context
+from eventbus.logs import LogKeys
 from eventbus.schemas import TRACEPARENT, TRACESTATE
 
-_WIRE = ((TRACEPARENT, TRACEPARENT.encode()), (TRACESTATE, TRACESTATE.encode()))
+_TRACEPARENT, _TRACESTATE = TRACEPARENT.encode(), TRACESTATE.encode()
 
-_api: Any = None  # (trace module, propagator), or False when the API is not installed
+_api: Any = None  # (trace, propagator, context), or False when the API is not installed
 
 
 def _otel() -> Any:
     global _api
     if _api is None:
         try:
-            from opentelemetry import trace
+            from opentelemetry import context, trace
             from opentelemetry.trace.propagation.tracecontext import (
                 TraceContextTextMapPropagator,
             )
         except ImportError:
             _api = False
         else:
-            _api = (trace, TraceContextTextMapPropagator())
+            _api = (trace, TraceContextTextMapPropagator(), context)
     return _api or None
 
 
@@ -45,12 +45,14 @@ def inject(fields: dict[str, str]) -> None:
     api = _otel()
     if api is None:
         return
-    trace, propagator = api
+    trace, propagator, _ = api
     if trace.get_current_span().get_span_context().is_valid:
         propagator.inject(fields)
 
 
-_cached: list[Any] = [None, None, 0.0]  # [provider, our tracer or None, next look (monotonic)]
+#: [provider, our tracer or None, next look (monotonic), its sampler drops the children
+#: of unsampled parents]
+_cached: list[Any] = [None, None, 0.0, False]
 RECHECK_S = 1.0  # a provider set later (or replaced) is seen within this
 
 
@@ -70,8 +72,26 @@ def tracer() -> Any:
     if _cached[0] is not provider:
         off = isinstance(provider, (trace.ProxyTracerProvider, trace.NoOpTracerProvider))
         _cached[:2] = [provider, None if off else provider.get_tracer("eventbus")]
+        _cached[3] = not off and _drops_unsampled(getattr(provider, "sampler", None))
     _cached[2] = now + RECHECK_S
     return _cached[1]
+
+
+def _drops_unsampled(sampler: Any) -> bool:
+    """Whether ``sampler`` is the SDK's ``ParentBased`` (the default) with its default
+    ``AlwaysOff`` for children of unsampled parents: then such a child is never recorded,
+    and a process span under an unsampled parent need not be made (see
+    :class:`process_span`). Read from the sampler's description (public API)."""
+    try:
+        text = sampler.get_description()
+    except AttributeError:
+        return False
+    return (
+        isinstance(text, str)
+        and text.startswith("ParentBased{")
+        and "remoteParentNotSampled:AlwaysOffSampler" in text
+        and "localParentNotSampled:AlwaysOffSampler" in text
+    )
 
 
 def refresh() -> None:
@@ -80,35 +100,65 @@ def refresh() -> None:
     _cached[2] = 0.0
 
 
-@contextmanager
-def process_span(
-    tracer: Any,
-    fields: Mapping[bytes, bytes],
-    *,
-    stream: str,
-    group: str,
-    consumer: str,
-    message_id: str,
-    deliveries: int,
-    retry_count: int,
-    correlation_id: str | None,
-) -> Iterator[None]:
+#: The trace id of the delivery in hand, bound in the log context (``trace_id``).
+_TRACE_KEYS = LogKeys("trace_id")
+#: What a sampler may look at; the rest is set only on spans that are recorded.
+_SAMPLER_ATTRIBUTES = {"messaging.system": "redis", "messaging.operation.type": "process"}
+
+
+class process_span:  # noqa: N801  (used like a function: ``with process_span(...)``)
     """Run the block in a ``<stream> process`` span of ``tracer`` (from :func:`tracer`),
     child of the entry's trace context, with the trace id bound in the log context
-    (``trace_id``)."""
-    trace, propagator = _otel()
-    carrier = {name: fields[raw].decode() for name, raw in _WIRE if raw in fields}
-    with tracer.start_as_current_span(
-        f"{stream} process",
-        context=propagator.extract(carrier),
-        kind=trace.SpanKind.CONSUMER,
-        # What a sampler may look at; the rest only on spans that are recorded.
-        attributes={
-            "messaging.system": "redis",
-            "messaging.operation.type": "process",
-            "messaging.destination.name": stream,
-        },
-    ) as span:
+    (``trace_id``). An exception leaving the block is recorded on the span.
+
+    What ``tracer.start_as_current_span`` does, without its two generator context
+    managers: one object, the span made current by one ``context.attach``. Under an
+    unsampled parent, when the provider's sampler is the default ``ParentBased`` (which
+    never records a child of an unsampled parent), no span is made: the parent's context
+    (trace id, span id, flags, state) is made current as it came, so the handler's own
+    spans and follow-up events stay in the trace, unsampled, as they would under a
+    non-recorded process span. That is most events at a 1% sampling rate, and the SDK's
+    span start is most of what tracing costs per event.
+    """
+
+    __slots__ = ("_span", "_token", "_log")
+
+    def __init__(
+        self,
+        tracer: Any,
+        fields: Mapping[bytes, bytes],
+        *,
+        stream: str,
+        group: str,
+        consumer: str,
+        message_id: str,
+        deliveries: int,
+        retry_count: int,
+        correlation_id: str | None,
+    ) -> None:
+        trace, propagator, context = _otel()
+        parent = fields.get(_TRACEPARENT)
+        if parent is None:  # no trace context in the entry: a new trace (a root span)
+            ctx = context.Context()
+        else:
+            carrier = {TRACEPARENT: parent.decode()}
+            state = fields.get(_TRACESTATE)
+            if state is not None:
+                carrier[TRACESTATE] = state.decode()
+            ctx = propagator.extract(carrier)
+            if _cached[3]:
+                up = trace.get_current_span(ctx).get_span_context()
+                if up.is_valid and not up.trace_flags.sampled:  # never recorded: no span
+                    self._span = None
+                    self._token = context.attach(ctx)
+                    self._log = _TRACE_KEYS.bind(format(up.trace_id, "032x"))
+                    return
+        span = tracer.start_span(
+            f"{stream} process",
+            context=ctx,
+            kind=trace.SpanKind.CONSUMER,
+            attributes={**_SAMPLER_ATTRIBUTES, "messaging.destination.name": stream},
+        )
         if span.is_recording():
             span.set_attributes(
                 {
@@ -122,8 +172,32 @@ def process_span(
             )
             if correlation_id:
                 span.set_attribute("messaging.message.conversation_id", correlation_id)
-        with log_context(trace_id=format(span.get_span_context().trace_id, "032x")):
-            yield
+        self._span = span
+        self._token = context.attach(trace.set_span_in_context(span))
+        self._log = _TRACE_KEYS.bind(format(span.get_span_context().trace_id, "032x"))
+
+    def __enter__(self) -> None:
+        pass
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        span = self._span
+        _TRACE_KEYS.reset(self._log)
+        _otel()[2].detach(self._token)
+        if span is None:
+            return
+        try:
+            if isinstance(exc, Exception) and span.is_recording():  # as use_span does
+                span.record_exception(exc)
+                trace = _otel()[0]
+                description = f"{type(exc).__name__}: {exc}"
+                span.set_status(trace.Status(trace.StatusCode.ERROR, description))
+        finally:
+            span.end()
 
 
 def record_failure(exc: BaseException) -> None:

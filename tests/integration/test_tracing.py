@@ -156,3 +156,38 @@ def test_every_line_of_a_handled_event_carries_the_delivery_context(
     assert {**line, **want, "tenant": "acme", "stream": "tasks", "group": "workers"} == line
     (own,) = [x for x in logs if x["event"] == "agent_own_logger"]
     assert {**own, **want} == own  # a plain structlog logger gets the contextvars too
+
+
+def test_under_an_unsampled_parent_no_span_is_made_and_the_trace_goes_on_unsampled(
+    bus: TenantEventBus, dlq: DeadLetterQueue, spans: InMemorySpanExporter
+) -> None:
+    # The default sampler (ParentBased) never records a child of an unsampled parent: the
+    # consumer makes no span then, but keeps the parent's context current, so the
+    # handler's spans and follow-up events stay in that trace, unsampled.
+    trace_id, parent_id = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    fields = make_event(correlation_id="req-7").to_stream_dict()
+    fields["traceparent"] = f"00-{trace_id}-{parent_id}-00"
+    fields["tracestate"] = "vendor=x"
+    bus.redis.xadd(bus.keys.stream("tasks"), fields)  # type: ignore[arg-type]
+    seen: list[trace.SpanContext] = []
+
+    def handler(event: AgentEvent) -> None:
+        with trace.get_tracer("test").start_as_current_span("handler work") as own:
+            seen.append(own.get_span_context())
+        bus.publish("results", follow_up(event, "writer"))
+
+    worker = consumer(bus, dlq, name="c8")
+    with capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:
+        assert worker.process_batch(handler, block_ms=100) == 1
+        structlog.get_logger("after").info("after_the_event")
+
+    assert spans.get_finished_spans() == ()  # nothing recorded: not the handler's span either
+    (own,) = seen
+    assert format(own.trace_id, "032x") == trace_id and not own.trace_flags.sampled
+    ((_, out),) = bus.redis.xrange(bus.keys.stream("results"))
+    version, tid, _, flags = out[b"traceparent"].decode().split("-")
+    assert (version, tid, flags) == ("00", trace_id, "00")
+    assert out[b"tracestate"] == b"vendor=x"
+    assert trace.get_current_span().get_span_context().is_valid is False  # detached after
+    after = [x for x in logs if x["event"] == "after_the_event"]
+    assert "trace_id" not in after[0]  # the log context is reset after the event
