@@ -12,6 +12,7 @@ that publishes follow-up events continues it (A -> B -> C is one trace).
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Mapping
 from types import TracebackType
@@ -21,6 +22,9 @@ from eventbus.logs import LogKeys
 from eventbus.schemas import TRACEPARENT, TRACESTATE
 
 _TRACEPARENT, _TRACESTATE = TRACEPARENT.encode(), TRACESTATE.encode()
+#: A version-00 ``traceparent`` whose sampled flag is off, with non-zero ids: what the
+#: W3C propagator accepts as such (lowercase hex, nothing after the flags).
+_UNSAMPLED = re.compile(rb"00-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f][02468ace]")
 
 _api: Any = None  # (trace, propagator, context), or False when the API is not installed
 
@@ -140,6 +144,19 @@ class process_span:  # noqa: N801  (used like a function: ``with process_span(..
         parent = fields.get(_TRACEPARENT)
         if parent is None:  # no trace context in the entry: a new trace (a root span)
             ctx = context.Context()
+        elif _cached[3] and _TRACESTATE not in fields and _UNSAMPLED.fullmatch(parent):
+            # The usual unsampled entry, read without the propagator's generic path.
+            hex_id = parent[3:35].decode()
+            up = trace.SpanContext(
+                int(hex_id, 16),
+                int(parent[36:52], 16),
+                is_remote=True,
+                trace_flags=trace.TraceFlags(int(parent[53:55], 16)),
+            )
+            self._span = None
+            self._token = context.attach(trace.set_span_in_context(trace.NonRecordingSpan(up)))
+            self._log = _TRACE_KEYS.bind(hex_id)
+            return
         else:
             carrier = {TRACEPARENT: parent.decode()}
             state = fields.get(_TRACESTATE)

@@ -158,8 +158,9 @@ def test_every_line_of_a_handled_event_carries_the_delivery_context(
     assert {**own, **want} == own  # a plain structlog logger gets the contextvars too
 
 
+@pytest.mark.parametrize("state", ["vendor=x", None])
 def test_under_an_unsampled_parent_no_span_is_made_and_the_trace_goes_on_unsampled(
-    bus: TenantEventBus, dlq: DeadLetterQueue, spans: InMemorySpanExporter
+    bus: TenantEventBus, dlq: DeadLetterQueue, spans: InMemorySpanExporter, state: str | None
 ) -> None:
     # The default sampler (ParentBased) never records a child of an unsampled parent: the
     # consumer makes no span then, but keeps the parent's context current, so the
@@ -167,11 +168,13 @@ def test_under_an_unsampled_parent_no_span_is_made_and_the_trace_goes_on_unsampl
     trace_id, parent_id = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
     fields = make_event(correlation_id="req-7").to_stream_dict()
     fields["traceparent"] = f"00-{trace_id}-{parent_id}-00"
-    fields["tracestate"] = "vendor=x"
+    if state is not None:
+        fields["tracestate"] = state
     bus.redis.xadd(bus.keys.stream("tasks"), fields)  # type: ignore[arg-type]
     seen: list[trace.SpanContext] = []
 
     def handler(event: AgentEvent) -> None:
+        structlog.get_logger("agent").info("event_handled_here")
         with trace.get_tracer("test").start_as_current_span("handler work") as own:
             seen.append(own.get_span_context())
         bus.publish("results", follow_up(event, "writer"))
@@ -180,6 +183,8 @@ def test_under_an_unsampled_parent_no_span_is_made_and_the_trace_goes_on_unsampl
     with capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:
         assert worker.process_batch(handler, block_ms=100) == 1
         structlog.get_logger("after").info("after_the_event")
+    said = [x for x in logs if x["event"] == "event_handled_here"]
+    assert [x["trace_id"] for x in said] == [trace_id]  # the event's lines carry its trace
 
     assert spans.get_finished_spans() == ()  # nothing recorded: not the handler's span either
     (own,) = seen
@@ -187,7 +192,48 @@ def test_under_an_unsampled_parent_no_span_is_made_and_the_trace_goes_on_unsampl
     ((_, out),) = bus.redis.xrange(bus.keys.stream("results"))
     version, tid, _, flags = out[b"traceparent"].decode().split("-")
     assert (version, tid, flags) == ("00", trace_id, "00")
-    assert out[b"tracestate"] == b"vendor=x"
+    assert out.get(b"tracestate") == (state.encode() if state else None)
     assert trace.get_current_span().get_span_context().is_valid is False  # detached after
     after = [x for x in logs if x["event"] == "after_the_event"]
     assert "trace_id" not in after[0]  # the log context is reset after the event
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00",  # the quick path
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-02",  # other flags, unsampled
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",  # sampled: a real span
+        "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-00",  # not W3C: a new trace
+        "00-00000000000000000000000000000000-00f067aa0ba902b7-00",  # invalid trace id
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-00",  # invalid span id
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00-x",  # junk after the flags
+    ],
+)
+def test_the_process_span_reads_a_traceparent_as_the_w3c_propagator_does(
+    spans: InMemorySpanExporter, header: str
+) -> None:
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    want = trace.get_current_span(
+        TraceContextTextMapPropagator().extract({"traceparent": header})
+    ).get_span_context()
+    with tracing.process_span(
+        tracing.tracer(),
+        {b"traceparent": header.encode()},
+        stream="tasks",
+        group="workers",
+        consumer="c1",
+        message_id="1-1",
+        deliveries=1,
+        retry_count=0,
+        correlation_id=None,
+    ):
+        got = trace.get_current_span().get_span_context()
+    assert got.is_valid
+    if want.is_valid:  # the entry's trace goes on: same trace id and sampled flag
+        assert (got.trace_id, got.trace_flags.sampled) == (want.trace_id, want.trace_flags.sampled)
+        if not want.trace_flags.sampled:  # no span made: the parent itself is current
+            assert (got.span_id, got.is_remote) == (want.span_id, True)
+    else:  # an unreadable traceparent: the process span starts a trace of its own
+        assert got.trace_id != int("4bf92f3577b34da6a3ce929d0e0e4736", 16)
