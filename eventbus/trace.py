@@ -5,8 +5,10 @@ consumers' writer and the reader that rebuilds the tree (``eventbus trace``)."""
 
 from __future__ import annotations
 
+import gc
 import json
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
@@ -201,7 +203,7 @@ def read_trace(bus: TenantEventBus, correlation_id: str) -> Trace:
     key = bus.keys.trace(correlation_id)
     entries: list[tuple[str, list[str]]] = []
     start = "-"
-    with translated(f"read the trace of request {correlation_id!r}"):
+    with _no_gc(), translated(f"read the trace of request {correlation_id!r}"):
         while True:
             text, last, n = bus.scripts.trace_read(key, start, READ_CHUNK)
             for at, records in json.loads(text):
@@ -209,7 +211,21 @@ def read_trace(bus: TenantEventBus, correlation_id: str) -> Trace:
             if n < READ_CHUNK:
                 break
             start = "(" + last
-    return build_tree(correlation_id, entries)
+        return build_tree(correlation_id, entries)
+
+
+@contextmanager
+def _no_gc() -> Iterator[None]:
+    """The cyclic garbage collector off for a block that makes many containers and frees
+    none (a tree of 10,000 nodes: its passes over the growing heap were most of the
+    rebuild's time, 100-300 ms instead of 30)."""
+    was_on = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_on:
+            gc.enable()
 
 
 def read_trace_plain(bus: TenantEventBus, correlation_id: str) -> Trace:
@@ -219,7 +235,7 @@ def read_trace_plain(bus: TenantEventBus, correlation_id: str) -> Trace:
     key = bus.keys.trace(correlation_id)
     entries: list[tuple[str, list[str]]] = []
     start = "-"
-    with translated(f"read the trace of request {correlation_id!r}"):
+    with _no_gc(), translated(f"read the trace of request {correlation_id!r}"):
         while True:
             rows: Any = bus.redis.xrange(key, min=start, max="+", count=READ_CHUNK)
             for raw_id, fields in rows:
@@ -228,7 +244,7 @@ def read_trace_plain(bus: TenantEventBus, correlation_id: str) -> Trace:
             if len(rows) < READ_CHUNK:
                 break
             start = "(" + rows[-1][0].decode()
-    return build_tree(correlation_id, entries)
+        return build_tree(correlation_id, entries)
 
 
 class TraceWriter:
