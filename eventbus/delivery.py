@@ -9,21 +9,18 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from eventbus import handler as handlers
-from eventbus import trace, tracing
+from eventbus import logs, trace, tracing
 from eventbus.acks import AckBuffer
 from eventbus.groupstream import RawEntry
 from eventbus.guards import chain_text
 from eventbus.handler import DeliveryObserver, Handler, HandlerContext, OutcomeCallback
 from eventbus.intake import Rejected, screen
-from eventbus.logs import LogKeys, log_context
+from eventbus.logs import log_context
 from eventbus.outcomes import Outcome, Planned, Result
 from eventbus.records import REASON_DECODE_ERROR, FailureInfo, retry_count_of
 from eventbus.requests import STOP_REASONS, STOPPED_CONFIRM_S, StoppedCache
 from eventbus.schemas import AgentEvent
 from eventbus.trace import TraceWriter
-
-#: The log context of a handled delivery, bound per event (see LogKeys).
-_EVENT_KEYS = LogKeys("consumer", "message_id", "attempt", "event_id", "correlation_id")
 
 if TYPE_CHECKING:
     from eventbus.consumer import EventConsumer
@@ -74,32 +71,39 @@ class Deliveries:
             self._reject(entry, verdict, retry_count)
             return
         # The delivery's log context (every line of it, the handler's own included).
-        tokens = _EVENT_KEYS.bind(
-            self._c.consumer_name,
-            entry.message_id,
-            retry_count + 1,
-            verdict.event_id,
-            verdict.correlation_id,
-        )
-        try:
-            tracer = tracing.tracer()
-            if tracer is None:  # tracing off: nothing around the handler call
+        context = {
+            "consumer": self._c.consumer_name,
+            "message_id": entry.message_id,
+            "attempt": retry_count + 1,
+            "event_id": verdict.event_id,
+            "correlation_id": verdict.correlation_id,
+        }
+        tracer = tracing.tracer()
+        if tracer is None:  # tracing off: nothing around the handler call but the context
+            token = logs.bind(context)
+            try:
                 self._run_handler(entry, verdict, deliveries, retry_count, handler)
-                return
-            with tracing.process_span(
-                tracer,
-                entry.fields,
-                stream=self._c.stream,
-                group=self._c.group,
-                consumer=self._c.consumer_name,
-                message_id=entry.message_id,
-                deliveries=deliveries,
-                retry_count=retry_count,
-                correlation_id=verdict.correlation_id,
-            ):
+            finally:
+                logs.reset(token)
+            return
+        span = tracing.process_span(
+            tracer,
+            entry.fields,
+            stream=self._c.stream,
+            group=self._c.group,
+            consumer=self._c.consumer_name,
+            message_id=entry.message_id,
+            deliveries=deliveries,
+            retry_count=retry_count,
+            correlation_id=verdict.correlation_id,
+        )
+        context["trace_id"] = span.trace_id
+        token = logs.bind(context)
+        try:
+            with span:
                 self._run_handler(entry, verdict, deliveries, retry_count, handler)
         finally:
-            _EVENT_KEYS.reset(tokens)
+            logs.reset(token)
 
     def _reject(self, entry: RawEntry, verdict: Rejected, retry_count: int) -> None:
         """Dead-letter a delivery the intake refused (the handler is not called)."""

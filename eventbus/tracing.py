@@ -18,7 +18,6 @@ from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
 
-from eventbus.logs import LogKeys
 from eventbus.schemas import TRACEPARENT, TRACESTATE
 
 _TRACEPARENT, _TRACESTATE = TRACEPARENT.encode(), TRACESTATE.encode()
@@ -104,16 +103,14 @@ def refresh() -> None:
     _cached[2] = 0.0
 
 
-#: The trace id of the delivery in hand, bound in the log context (``trace_id``).
-_TRACE_KEYS = LogKeys("trace_id")
 #: What a sampler may look at; the rest is set only on spans that are recorded.
 _SAMPLER_ATTRIBUTES = {"messaging.system": "redis", "messaging.operation.type": "process"}
 
 
 class process_span:  # noqa: N801  (used like a function: ``with process_span(...)``)
     """Run the block in a ``<stream> process`` span of ``tracer`` (from :func:`tracer`),
-    child of the entry's trace context, with the trace id bound in the log context
-    (``trace_id``). An exception leaving the block is recorded on the span.
+    child of the entry's trace context; ``trace_id`` is its trace id in hex (for the log
+    context). An exception leaving the block is recorded on the span.
 
     What ``tracer.start_as_current_span`` does, without its two generator context
     managers: one object, the span made current by one ``context.attach``. Under an
@@ -125,7 +122,7 @@ class process_span:  # noqa: N801  (used like a function: ``with process_span(..
     span start is most of what tracing costs per event.
     """
 
-    __slots__ = ("_span", "_token", "_log")
+    __slots__ = ("_span", "_token", "trace_id")
 
     def __init__(
         self,
@@ -155,7 +152,7 @@ class process_span:  # noqa: N801  (used like a function: ``with process_span(..
             )
             self._span = None
             self._token = context.attach(trace.set_span_in_context(trace.NonRecordingSpan(up)))
-            self._log = _TRACE_KEYS.bind(hex_id)
+            self.trace_id = hex_id
             return
         else:
             carrier = {TRACEPARENT: parent.decode()}
@@ -168,7 +165,7 @@ class process_span:  # noqa: N801  (used like a function: ``with process_span(..
                 if up.is_valid and not up.trace_flags.sampled:  # never recorded: no span
                     self._span = None
                     self._token = context.attach(ctx)
-                    self._log = _TRACE_KEYS.bind(format(up.trace_id, "032x"))
+                    self.trace_id = format(up.trace_id, "032x")
                     return
         span = tracer.start_span(
             f"{stream} process",
@@ -191,7 +188,7 @@ class process_span:  # noqa: N801  (used like a function: ``with process_span(..
                 span.set_attribute("messaging.message.conversation_id", correlation_id)
         self._span = span
         self._token = context.attach(trace.set_span_in_context(span))
-        self._log = _TRACE_KEYS.bind(format(span.get_span_context().trace_id, "032x"))
+        self.trace_id = format(span.get_span_context().trace_id, "032x")
 
     def __enter__(self) -> None:
         pass
@@ -203,7 +200,6 @@ class process_span:  # noqa: N801  (used like a function: ``with process_span(..
         tb: TracebackType | None,
     ) -> None:
         span = self._span
-        _TRACE_KEYS.reset(self._log)
         _otel()[2].detach(self._token)
         if span is None:
             return

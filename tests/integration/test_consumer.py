@@ -20,6 +20,7 @@ from eventbus import (
     TenantMismatch,
     wants_context,
 )
+from eventbus.logs import merge_log_context
 from tests.conftest import wait_for
 from tests.integration.helpers import (
     Recorder,
@@ -210,7 +211,7 @@ def test_context_handler_gets_the_delivery_details(
         if len(contexts) == 1:
             raise RuntimeError("once")
 
-    with capture_logs(processors=[merge_contextvars]) as logs:
+    with capture_logs(processors=[merge_contextvars, merge_log_context]) as logs:
         drain(consumer(bus, dlq, name="c7"), handler, lambda: len(contexts) == 2)
 
     first, second = contexts
@@ -234,7 +235,7 @@ def test_logs_of_retry_and_dead_letter_carry_the_delivery_context(
     bus.publish("tasks", event)
     c = consumer(bus, dlq, max_retries=1, name="c9")
 
-    with capture_logs(processors=[merge_contextvars]) as logs:
+    with capture_logs(processors=[merge_contextvars, merge_log_context]) as logs:
         drain(c, Recorder(fail=always_fail), lambda: dlq.count("tasks") == 1)
 
     bound = {"tenant": "acme", "stream": "tasks", "group": "workers", "consumer": "c9"}

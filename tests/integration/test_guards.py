@@ -12,6 +12,7 @@ from structlog.testing import capture_logs
 
 from eventbus import AgentEvent, DeadLetterQueue, TenantEventBus
 from eventbus.errors import CycleDetected, HopLimitExceeded
+from eventbus.logs import merge_log_context
 from eventbus.settings import BusSettings
 from tests.integration.helpers import Recorder, consumer, drain, make_event, named
 
@@ -74,7 +75,9 @@ def test_foreign_runaway_entries_are_dead_lettered_without_calling_the_handler(
     for event in (deep, ring, fine):  # written past publish, as a foreign producer would
         r.xadd(bus.keys.stream("tasks"), event.to_stream_dict())
     handler = Recorder()
-    with capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:
+    with capture_logs(
+        processors=[structlog.contextvars.merge_contextvars, merge_log_context]
+    ) as logs:
         drain(c, handler, lambda: dlq.count("tasks") == 2 and handler.ids())
     assert handler.ids() == [fine.event_id]
     refused = {x["reason"]: x for x in logs if x["event"] == "dead_lettered"}

@@ -22,6 +22,7 @@ from eventbus import (
     tracing,
     wants_context,
 )
+from eventbus.logs import merge_log_context
 from tests.integration.helpers import consumer, make_event
 
 _EXPORTER = InMemorySpanExporter()
@@ -143,7 +144,9 @@ def test_every_line_of_a_handled_event_carries_the_delivery_context(
     event = make_event(correlation_id="req-42")
     with trace.get_tracer("test").start_as_current_span("user request") as root:
         bus.publish("tasks", event)
-    with capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:
+    with capture_logs(
+        processors=[structlog.contextvars.merge_contextvars, merge_log_context]
+    ) as logs:
         assert worker.process_batch(handler, block_ms=100) == 1
     want = {
         "consumer": "c7",
@@ -180,7 +183,9 @@ def test_under_an_unsampled_parent_no_span_is_made_and_the_trace_goes_on_unsampl
         bus.publish("results", follow_up(event, "writer"))
 
     worker = consumer(bus, dlq, name="c8")
-    with capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:
+    with capture_logs(
+        processors=[structlog.contextvars.merge_contextvars, merge_log_context]
+    ) as logs:
         assert worker.process_batch(handler, block_ms=100) == 1
         structlog.get_logger("after").info("after_the_event")
     said = [x for x in logs if x["event"] == "event_handled_here"]
