@@ -39,8 +39,35 @@ def _otel() -> Any:
         except ImportError:
             _api = False
         else:
-            _api = (trace, TraceContextTextMapPropagator(), context)
+            _api = (trace, TraceContextTextMapPropagator(), context, _unsampled_parent(trace))
     return _api or None
+
+
+def _unsampled_parent(trace: Any) -> Any:
+    """The class of the span that stands for an unsampled remote parent read from a
+    ``traceparent`` the :data:`_UNSAMPLED` pattern matched: a ``NonRecordingSpan`` whose
+    ``SpanContext`` is made from the text when something first asks for it (a span
+    started under it, a publish's inject), not for every event a handler runs without."""
+
+    class UnsampledParent(trace.NonRecordingSpan):  # type: ignore[misc]
+        def __init__(self, traceparent: bytes) -> None:
+            self._traceparent = traceparent
+            self._made: Any = None
+
+        @property
+        def _context(self) -> Any:
+            made = self._made
+            if made is None:
+                text = self._traceparent
+                made = self._made = trace.SpanContext(
+                    int(text[3:35], 16),
+                    int(text[36:52], 16),
+                    is_remote=True,
+                    trace_flags=trace.TraceFlags(int(text[53:55], 16)),
+                )
+            return made
+
+    return UnsampledParent
 
 
 def inject(fields: dict[str, str]) -> None:
@@ -48,7 +75,7 @@ def inject(fields: dict[str, str]) -> None:
     api = _otel()
     if api is None:
         return
-    trace, propagator, _ = api
+    trace, propagator = api[:2]
     if trace.get_current_span().get_span_context().is_valid:
         propagator.inject(fields)
 
@@ -137,22 +164,16 @@ class process_span:  # noqa: N801  (used like a function: ``with process_span(..
         retry_count: int,
         correlation_id: str | None,
     ) -> None:
-        trace, propagator, context = _otel()
+        trace, propagator, context, unsampled_parent = _otel()
         parent = fields.get(_TRACEPARENT)
         if parent is None:  # no trace context in the entry: a new trace (a root span)
             ctx = context.Context()
         elif _cached[3] and _TRACESTATE not in fields and _UNSAMPLED.fullmatch(parent):
-            # The usual unsampled entry, read without the propagator's generic path.
-            hex_id = parent[3:35].decode()
-            up = trace.SpanContext(
-                int(hex_id, 16),
-                int(parent[36:52], 16),
-                is_remote=True,
-                trace_flags=trace.TraceFlags(int(parent[53:55], 16)),
-            )
+            # The usual unsampled entry, read without the propagator's generic path (its
+            # SpanContext made only if asked for).
             self._span = None
-            self._token = context.attach(trace.set_span_in_context(trace.NonRecordingSpan(up)))
-            self.trace_id = hex_id
+            self._token = context.attach(trace.set_span_in_context(unsampled_parent(parent)))
+            self.trace_id = parent[3:35].decode()
             return
         else:
             carrier = {TRACEPARENT: parent.decode()}
