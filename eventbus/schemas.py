@@ -172,6 +172,11 @@ Timestamp = Annotated[AwareDatetime, BeforeValidator(check_timestamp)]
 AgentId = Annotated[str, StringConstraints(min_length=1)]
 
 
+#: The last tenant id :class:`AgentEvent` found valid: a consumer decodes one tenant's
+#: events, so its name is checked once, not at every event.
+_VALID_TENANT: list[str | None] = [None]
+
+
 class AgentEvent(BaseModel):
     """One event between agents: who sent it, through which chain, about what."""
 
@@ -197,7 +202,10 @@ class AgentEvent(BaseModel):
     @field_validator("tenant_id")
     @classmethod
     def _check_tenant(cls, v: str) -> str:
-        return validate_tenant_id(v)
+        if v == _VALID_TENANT[0]:  # the tenant of the last event checked: valid
+            return v
+        _VALID_TENANT[0] = validate_tenant_id(v)
+        return v
 
     @field_validator("version")
     @classmethod

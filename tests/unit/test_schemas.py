@@ -226,6 +226,18 @@ def test_bad_entry_raises_decode_error_naming_the_field(mutate: Any, named: str)
         AgentEvent.from_stream_dict(fields)
 
 
+@pytest.mark.parametrize("bad", ["a:b", ".", "x" * 65])
+def test_a_bad_tenant_is_refused_right_after_a_good_one(bad: str) -> None:
+    # A good tenant id is checked once and remembered; the next one is checked again.
+    for _ in range(2):
+        assert AgentEvent.from_stream_dict(wire()).tenant_id == "acme"
+    with pytest.raises(DecodeError, match="tenant_id"):
+        AgentEvent.from_stream_dict(wire(tenant_id=bad))
+    with pytest.raises(ValidationError, match="tenant_id"):
+        make(tenant_id=bad)
+    assert AgentEvent.from_stream_dict(wire()).tenant_id == "acme"
+
+
 def test_non_utf8_bytes_raise_decode_error_naming_the_field() -> None:
     fields: dict[str | bytes, str | bytes] = {k.encode(): v.encode() for k, v in wire().items()}
     fields[b"call_chain"] = b'["\xff\xfe"]'
