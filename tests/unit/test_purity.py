@@ -16,6 +16,7 @@ PURE = [
     "eventbus.records",
     "eventbus.keys",
     "eventbus.guards",
+    "eventbus.fairness",
 ]
 
 
