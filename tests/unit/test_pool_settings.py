@@ -16,15 +16,8 @@ from workers.cli.main import main as eventbus_main
 from workers.console.settings import ENV_NAMES as CONSOLE_ENV_NAMES
 from workers.pool import supervisor
 from workers.pool.flags import build_parser, parse_settings
-from workers.pool.settings import (
-    OPTIONS,
-    Option,
-    SettingsError,
-    Source,
-    build,
-    environment,
-    read_env_file,
-)
+from workers.pool.settings import OPTIONS, Option, SettingsError, read_env_file
+from workers.pool.sources import Source, build, environment
 
 ROOT = Path(__file__).parents[2]
 REQUIRED = {

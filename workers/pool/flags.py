@@ -7,7 +7,8 @@ from __future__ import annotations
 import argparse
 from collections.abc import Mapping, Sequence
 
-from workers.pool.settings import OPTIONS, PoolSettings, resolve
+from workers.pool.settings import OPTIONS, PoolSettings
+from workers.pool.sources import resolve
 
 
 def build_parser(prog: str) -> argparse.ArgumentParser:

@@ -2,12 +2,11 @@
 default, parser and help; its flag (``--name-with-dashes``) and env twin (``EVENTBUS_NAME``
 unless declared otherwise) follow from its name. ``--help`` is generated from this
 declaration and the README's table is tested against it. Library defaults come from
-``eventbus.settings`` / ``eventbus.retry``. This is the only module that reads the
-environment, and ``read_env_file`` is the only reader of an env file.
+``eventbus.settings`` / ``eventbus.retry``. :mod:`workers.pool.sources` is the only module
+that reads the environment, and ``read_env_file`` is the only reader of an env file.
 
-Precedence: command-line flag > ``--env-file`` > process environment > default. Values
-arrive in :class:`Source` objects, named mappings (a config file can be one more), so an
-error says where a bad value came from.
+Where values come from and in which order (flag > ``--env-file`` > environment >
+``--config`` > default): :mod:`workers.pool.sources`.
 
 Why not pydantic-settings (tried against these rules): its CLI makes a second flag of an
 env alias (``--eventbus-pool``) and its --help shows no env twin; its env-file reader
@@ -21,11 +20,9 @@ dataclass is what the supervisor and workers already use and pickle.
 
 from __future__ import annotations
 
-import argparse
 import math
-import os
 import socket
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from dataclasses import MISSING, dataclass, fields
 from typing import Annotated, Any, get_args, get_type_hints
 
@@ -42,6 +39,7 @@ from workers.parsers import (
     or_none,
     seconds_list,
 )
+from workers.pool.config import Subscription
 from workers.pool.envfile import ENV_PREFIX as ENV_PREFIX
 from workers.pool.envfile import SettingsError as SettingsError
 from workers.pool.envfile import handler_environment as handler_environment
@@ -55,6 +53,7 @@ class Setting:
     parse: Callable[[str], Any]  # text -> value; ValueError says what is wrong
     help: str
     env: str = ""  # the env twin when it is not EVENTBUS_<NAME>
+    required: bool = False  # unless a config file gives [[subscription]] tables
 
 
 def _retry_delays(raw: str) -> tuple[float, ...]:
@@ -77,15 +76,26 @@ class PoolSettings:
             or_none(str), "KEY=VALUE file (EnvironmentFile syntax) read at start and on SIGHUP"
         ),
     ] = None
+    config: Annotated[
+        str | None,
+        Setting(
+            or_none(str),
+            "TOML file: these settings and [[subscription]] tables (read at start and on SIGHUP)",
+        ),
+    ] = None
     redis_url: Annotated[str, Setting(str, "Redis URL")] = DEFAULT_REDIS_URL
     redis_cluster: Annotated[
         bool,
         Setting(boolean, "the Redis URL is a seed node of a Redis Cluster (it finds the others)"),
     ] = False
-    tenant: Annotated[str, Setting(validate_tenant_id, "tenant id")]
-    stream: Annotated[str, Setting(validate_stream, "stream to consume")]
-    group: Annotated[str, Setting(validate_group, "consumer group")]
-    handler: Annotated[str, Setting(import_path, "handler import path, package.module:function")]
+    # One subscription; a config file's [[subscription]] tables replace these four.
+    tenant: Annotated[str, Setting(validate_tenant_id, "tenant id", required=True)] = ""
+    stream: Annotated[str, Setting(validate_stream, "stream to consume", required=True)] = ""
+    group: Annotated[str, Setting(validate_group, "consumer group", required=True)] = ""
+    handler: Annotated[
+        str,
+        Setting(import_path, "handler import path, package.module:function", required=True),
+    ] = ""
     processes: Annotated[int, Setting(at_least_int(1), "worker processes (one consumer each)")] = 2
     pool_name: Annotated[
         str, Setting(_name_prefix, "consumer name prefix (unset: the group)", env="EVENTBUS_POOL")
@@ -210,12 +220,14 @@ class PoolSettings:
             "a request's budget and trace expire this long after its last event",
         ),
     ] = BusSettings.request_ttl_s
+    #: What the pool consumes (not a flag): the config file's tables, or the four above.
+    subscriptions: tuple[Subscription, ...] = ()
 
     # -- derived -------------------------------------------------------------------------
 
     def consumer_name(self, index: int) -> str:
         """Stable per slot, so a restarted worker resumes its own pending entries."""
-        prefix = self.pool_name or self.group
+        prefix = self.pool_name or self.group or "pool"
         if self.hostname_in_names:
             host = "".join(c if c.isalnum() or c in "-_." else "-" for c in socket.gethostname())
             prefix = f"{host}-{prefix}"
@@ -270,6 +282,7 @@ class Option:
     default: Any  # dataclasses.MISSING when required
     parse_text: Callable[[str], Any]
     help: str
+    must: bool = False  # required unless a config file gives subscriptions
 
     @property
     def flag(self) -> str:
@@ -277,7 +290,7 @@ class Option:
 
     @property
     def required(self) -> bool:
-        return self.default is MISSING
+        return self.must or self.default is MISSING
 
     @property
     def default_text(self) -> str:
@@ -309,92 +322,15 @@ def _options() -> tuple[Option, ...]:
     hints = get_type_hints(PoolSettings, include_extras=True)
     out = []
     for f in fields(PoolSettings):
-        meta = next(m for m in hints[f.name].__metadata__ if isinstance(m, Setting))
+        meta = next(
+            (m for m in getattr(hints[f.name], "__metadata__", ()) if isinstance(m, Setting)),
+            None,
+        )
+        if meta is None:  # not a setting (subscriptions)
+            continue
         env_name = meta.env or ENV_PREFIX + f.name.upper()
-        out.append(Option(f.name, env_name, f.default, meta.parse, meta.help))
+        out.append(Option(f.name, env_name, f.default, meta.parse, meta.help, meta.required))
     return tuple(out)
 
 
 OPTIONS: tuple[Option, ...] = _options()
-_BY_NAME = {opt.name: opt for opt in OPTIONS}
-_BY_ENV = {opt.env_name: opt for opt in OPTIONS}
-
-
-# -- sources -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Source:
-    """Values keyed by setting name, as text (or typed, as a config file gives them), and
-    what to call their origin in an error: "the command line", "env file X", ..."""
-
-    name: str
-    values: Mapping[str, object]
-
-
-def command_line(args: argparse.Namespace) -> Source:
-    given = {o.name: getattr(args, o.name, None) for o in OPTIONS}
-    return Source("the command line", {k: v for k, v in given.items() if v is not None})
-
-
-def environment(environ: Mapping[str, str], name: str = "the environment") -> Source:
-    """The EVENTBUS_* variables of ``environ`` that are settings."""
-    return Source(name, {_BY_ENV[k].name: v for k, v in environ.items() if k in _BY_ENV})
-
-
-def env_file(path: str) -> Source:
-    """The settings in an env file. An unknown EVENTBUS_* name is refused as a likely
-    typo; other variables are the handlers' (see :func:`handler_environment`), and
-    EVENTBUS_ENV_FILE is ignored (the file is being read)."""
-    variables = read_env_file(path)
-    unknown = sorted(k for k in variables if k.startswith(ENV_PREFIX) and k not in _BY_ENV)
-    if unknown:
-        raise SettingsError(f"--env-file {path!r}: unknown setting(s) {', '.join(unknown)}")
-    variables.pop(_BY_NAME["env_file"].env_name, None)
-    return environment(variables, f"env file {path}")
-
-
-def build(sources: Sequence[Source]) -> PoolSettings:
-    """Settings from ``sources`` (the first that has a value wins), then the defaults."""
-    for given in sources:
-        unknown = sorted(set(given.values) - _BY_NAME.keys())
-        if unknown:
-            raise SettingsError(f"unknown setting(s) {', '.join(unknown)} (from {given.name})")
-    values = {o.name: _value(o, sources) for o in OPTIONS}
-    return _checked(PoolSettings(**{k: v for k, v in values.items() if v is not MISSING}))
-
-
-def _value(opt: Option, sources: Sequence[Source]) -> Any:
-    """The option's value from the first source that has one; MISSING: use the default."""
-    source = next((s for s in sources if opt.name in s.values), None)
-    if source is None:
-        if opt.required:
-            raise SettingsError(f"{opt.label} is required ({opt.help})")
-        return MISSING
-    raw = source.values[opt.name]
-    try:
-        return opt.parse(raw)
-    except ValueError as exc:
-        raise SettingsError(
-            f"bad value {raw!r} for {opt.label} (from {source.name}): {exc}"
-        ) from None
-
-
-def _checked(settings: PoolSettings) -> PoolSettings:
-    """Rules across settings: the longest consumer name must be valid."""
-    try:
-        settings.consumer_name(settings.processes - 1)
-    except ValueError as exc:
-        names = ", ".join(_BY_NAME[n].label for n in ("pool_name", "group", "hostname_in_names"))
-        raise SettingsError(f"consumer names from {names} are not valid: {exc}") from None
-    return settings
-
-
-def resolve(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> PoolSettings:
-    """Settings from parsed flags, the env file they or the environment name, the
-    environment and the defaults."""
-    sources = [command_line(args), environment(os.environ if environ is None else environ)]
-    path = _value(_BY_NAME["env_file"], sources)
-    if path not in (None, MISSING):
-        sources.insert(1, env_file(path))
-    return build(sources)

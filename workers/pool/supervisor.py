@@ -405,7 +405,8 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "eventbus-supervisor"
     configure_logging(settings.log_level, settings.log_format)  # type: ignore[arg-type]
     try:
         os.environ.update(handler_environment(settings.env_file))  # the workers inherit it
-        load_handler(settings.handler)
+        for sub in settings.subscriptions:
+            load_handler(sub.handler)
     except HandlerLoadError as exc:
         sys.stderr.write(f"{prog}: error: {exc}\n")
         return 2
