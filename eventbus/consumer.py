@@ -22,6 +22,7 @@ from eventbus.bus import TenantEventBus
 from eventbus.delivery import Deliveries
 from eventbus.dlq import DeadLetterQueue
 from eventbus.errors import BusConnectionError, BusRefused, EventBusError, GroupMissing
+from eventbus.groupstream import RawEntry
 from eventbus.handler import DeliveryObserver, Handler, OutcomeCallback
 from eventbus.heartbeat import Heartbeat
 from eventbus.keys import check_tenant, validate_consumer, validate_group, validate_stream
@@ -165,13 +166,7 @@ class EventConsumer:
                     self.log.info("redis_reconnected", failed_attempts=failures)
                     failures = 0
         finally:
-            try:
-                self._acks.flush()
-            except EventBusError as exc:
-                self.log.warning("final_ack_failed", error=error_text(exc))
-            self._deliveries.trace.flush()
-            self._heartbeat.close()
-            self.log.info("consumer_stopped", **dict(self.stats))
+            self.close()
             self._stop_requested = False
 
     def process_batch(self, handler: Handler, *, block_ms: int | None = None) -> int:
@@ -201,6 +196,73 @@ class EventConsumer:
             self.stats["reclaimed"] += len(claims)
             self._phase = Phase.RECOVER
         return [Reclaimed(c.key, c.message_id, c.deliveries) for c in claims]
+
+    # -- steps for a multiplexer (eventbus.multiplex reads for many consumers at once) ---
+
+    def maintain(self, handler: Handler, *, reclaim: bool = True) -> int:
+        """Everything of a round but the read of new entries: groups, outcomes to write
+        again, own pending entries, due retries and (``reclaim``: when nothing read is
+        still waiting to be handled, or it would be taken for own pending) reclaims when
+        their time has come. Returns how many deliveries it handled (own pending ones)."""
+        self._ensure_groups()
+        self._deliveries.write_unwritten()
+        self._deliveries.trace.flush()
+        done = self._recover(handler) if self._phase is Phase.RECOVER else 0
+        now = time.monotonic()
+        if now >= self._promote_at:
+            self._maintain(self._promote)
+        if reclaim and now >= self._reclaim_at:
+            self._reclaim_at = now + self.settings.reclaim_interval_s
+            self._acks.flush()
+            self._maintain(lambda: self.reclaim_abandoned(self.settings.reclaim_idle_ms))
+            done += self._recover(handler)
+        return done
+
+    @property
+    def ready(self) -> bool:
+        """Groups ensured and own pending entries handled: new entries may be read."""
+        return self._phase is Phase.READ
+
+    def lose_connection(self) -> None:
+        """Redis went away: ensure the groups and recover own pending entries next (a
+        reply may have been lost with the connection)."""
+        self._phase = Phase.CONNECT
+
+    def maintenance_due_at(self) -> float:
+        """When :meth:`maintain` next has something to do (monotonic)."""
+        if self._phase is not Phase.READ or self._deliveries.has_unwritten():
+            return 0.0
+        return min(self._promote_at, self._reclaim_at)
+
+    def stagger(self, offset_s: float) -> None:
+        """Push the first promote and reclaim ``offset_s`` on (many consumers in one
+        process spread their maintenance instead of doing it all at once)."""
+        now = time.monotonic()
+        self._promote_at = max(self._promote_at, now + offset_s)
+        self._reclaim_at = max(self._reclaim_at, now + offset_s)
+
+    def handle_new(self, entry: RawEntry, handler: Handler) -> None:
+        """Handle one entry read for this consumer by a multiplexer (first delivery)."""
+        self._deliveries.handle(entry, 1, handler)
+        if self._acks.old():
+            self._acks.flush()
+
+    def flush_acks(self) -> None:
+        self._acks.flush()
+
+    def lose_groups(self, exc: BaseException) -> None:
+        """The groups are gone (NOGROUP): ensure them again before the next step."""
+        self._lose_groups(exc)
+
+    def close(self) -> None:
+        """What :meth:`process_loop` does on its way out: last acks, trace, heartbeat."""
+        try:
+            self._acks.flush()
+        except EventBusError as exc:
+            self.log.warning("final_ack_failed", error=error_text(exc))
+        self._deliveries.trace.flush()
+        self._heartbeat.close()
+        self.log.info("consumer_stopped", **dict(self.stats))
 
     # -- the round -----------------------------------------------------------------------
 

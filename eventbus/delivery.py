@@ -52,6 +52,9 @@ class Deliveries:
     def is_unwritten(self, key: str, message_id: str) -> bool:
         return (key, message_id) in self._unwritten
 
+    def has_unwritten(self) -> bool:
+        return bool(self._unwritten)
+
     def forget_unwritten(self) -> None:
         self._unwritten.clear()
 
@@ -155,6 +158,7 @@ class Deliveries:
         def context() -> HandlerContext:
             return HandlerContext(
                 message_id=entry.message_id,
+                tenant=self._c.bus.tenant_id,
                 stream=self._c.stream,
                 group=self._c.group,
                 consumer=self._c.consumer_name,

@@ -37,6 +37,8 @@ class HandlerContext:
     bus: TenantEventBus
     #: The event's request (None: not budgeted, charge() does nothing).
     correlation_id: str | None = None
+    #: The tenant whose event this is (a platform pool serves many).
+    tenant: str = ""
 
     def charge(self, units: float) -> bool:
         """Report ``units`` of cost (tokens, cents...) against the event's request budget.

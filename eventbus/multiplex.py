@@ -1,0 +1,338 @@
+"""Consume many subscriptions in one process: a layer above :class:`EventConsumer`.
+
+Each subscription (tenant, stream, group) keeps its own consumer, so delivery is unchanged:
+the same intake screen, acks, retries, dead letters, poison-pill blame (own pending entries
+are recovered one at a time) and reclaims. This layer only decides *what to read* and *what
+to handle next*:
+
+* one blocking XREADGROUP covers the streams of every subscription that shares a group name
+  (no polling while idle); with ``cluster=True`` reads are split by hash slot as well,
+  since a Redis Cluster command takes keys of one slot only;
+* entries read wait in per-subscription buffers; the next one to handle is chosen by the
+  fair scheduler (:mod:`eventbus.fairness`), charged the handler's run time, and held back
+  while its tenant is at its in-flight limit (an :class:`InFlightGate` counts pool-wide);
+* while handling, subscriptions whose buffers ran dry are read again without blocking
+  every ``refill_s``, so a quiet tenant's new event waits at most about that long behind a
+  noisy tenant's backlog;
+* maintenance (due retries, reclaims) runs per subscription when it is due, at most
+  ``maintain_per_round`` subscriptions per round, first ones staggered over the interval.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+import time
+from collections import deque
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import redis.crc
+import structlog
+
+from eventbus.consumer import EventConsumer
+from eventbus.errors import BusConnectionError, BusRefused, EventBusError, GroupMissing
+from eventbus.fairness import FairScheduler, within_limit
+from eventbus.groupstream import RawEntry
+from eventbus.handler import Handler
+from eventbus.redis_io import error_text
+
+SubscriptionKey = tuple[str, str, str]  # (tenant, stream, group)
+
+
+class InFlightGate(Protocol):
+    """Counts events of a tenant in handlers across a pool (a worker process's view)."""
+
+    def allowed(self, tenant: str, limit: int | None) -> bool:
+        """Whether one more may start (a cheap check, may be stale)."""
+        ...
+
+    def start(self, tenant: str, limit: int | None) -> bool:
+        """Claim a place for one event of ``tenant``; False if that went over ``limit``."""
+        ...
+
+    def finish(self) -> None: ...
+
+
+class LocalGate:
+    """An :class:`InFlightGate` for one process alone (a process runs one handler at a
+    time, so the limit only matters across processes: see the pool's gate)."""
+
+    def allowed(self, tenant: str, limit: int | None) -> bool:
+        return within_limit(limit, 0)
+
+    def start(self, tenant: str, limit: int | None) -> bool:
+        return within_limit(limit, 0)
+
+    def finish(self) -> None:
+        return None
+
+
+@dataclass
+class Member:
+    """One subscription in the multiplexer."""
+
+    key: SubscriptionKey
+    consumer: EventConsumer
+    handler: Handler
+    max_in_flight: int | None = None
+    buffer: deque[RawEntry] = field(default_factory=deque)
+    leaving: bool = False  # removed: hand over nothing new, finish what is buffered
+
+    @property
+    def tenant(self) -> str:
+        return self.key[0]
+
+
+class Multiplexer:
+    """Runs many :class:`EventConsumer` (all with this process's consumer name) fairly."""
+
+    def __init__(
+        self,
+        consumer_name: str,
+        *,
+        count: int = 100,
+        block_ms: int = 2000,
+        gate: InFlightGate | None = None,
+        cluster: bool = False,
+        refill_s: float = 0.01,
+        maintain_per_round: int = 32,
+    ) -> None:
+        self.consumer_name = consumer_name
+        self.count = count
+        self.block_ms = block_ms
+        self.gate = gate or LocalGate()
+        self.cluster = cluster
+        self.refill_s = refill_s
+        self.maintain_per_round = maintain_per_round
+        self.scheduler = FairScheduler()
+        self.members: dict[SubscriptionKey, Member] = {}
+        self._by_stream_key: dict[str, Member] = {}
+        self._due: list[tuple[float, int, SubscriptionKey]] = []  # maintenance heap
+        self._due_at: dict[SubscriptionKey, float] = {}
+        self._seq = 0
+        self._stop_requested = False
+        self._last_read = 0.0
+        self._failures = 0
+        self.log = structlog.get_logger("eventbus.multiplex").bind(consumer=consumer_name)
+
+    # -- membership ------------------------------------------------------------------------
+
+    def add(
+        self,
+        consumer: EventConsumer,
+        handler: Handler,
+        *,
+        weight: float = 1.0,
+        max_in_flight: int | None = None,
+        stagger_s: float = 0.0,
+    ) -> None:
+        """Consume ``consumer``'s subscription too (its first maintenance is put off by a
+        random part of ``stagger_s``)."""
+        key = (consumer.bus.tenant_id, consumer.stream, consumer.group)
+        if key in self.members and not self.members[key].leaving:
+            raise ValueError(f"subscription {'/'.join(key)} is already consumed")
+        member = Member(key, consumer, handler, max_in_flight)
+        self.members[key] = member
+        for stream_key in consumer.group_stream.keys:
+            self._by_stream_key[stream_key] = member
+        self.scheduler.add(key, weight=weight, tenant=key[0])
+        if stagger_s > 0:
+            consumer.stagger(random.uniform(0, stagger_s))
+        self._schedule(member, 0.0)
+
+    def remove(self, key: SubscriptionKey) -> None:
+        """Stop reading for ``key``; entries already read are handled, then it closes."""
+        member = self.members.get(key)
+        if member is not None:
+            member.leaving = True
+            if not member.buffer:
+                self._drop(member)
+
+    def _drop(self, member: Member) -> None:
+        self.members.pop(member.key, None)
+        for stream_key in member.consumer.group_stream.keys:
+            self._by_stream_key.pop(stream_key, None)
+        self.scheduler.remove(member.key)
+        self._due_at.pop(member.key, None)
+        member.consumer.close()
+
+    def stop(self) -> None:
+        """Stop after the event in hand (a flag only: safe from signal handlers)."""
+        self._stop_requested = True
+        for member in list(self.members.values()):
+            member.consumer.stop()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop_requested
+
+    # -- the loop --------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Handle events of every member until :meth:`stop`; survives Redis outages."""
+        self.log.info("multiplexer_started", subscriptions=len(self.members))
+        try:
+            while not self._stop_requested:
+                try:
+                    self.round()
+                except (BusConnectionError, BusRefused) as exc:
+                    self._failures += 1
+                    self._wait_for_redis(exc)
+                    continue
+                except EventBusError as exc:
+                    self.log.critical("consumer_failed", error=error_text(exc))
+                    raise
+                if self._failures:
+                    self.log.info("redis_reconnected", failed_attempts=self._failures)
+                    self._failures = 0
+        finally:
+            for member in list(self.members.values()):
+                member.consumer.close()
+            self._stop_requested = False
+
+    def round(self) -> int:
+        """Maintenance that is due, then one handled event (reading first, blocking only
+        when nothing is buffered). Returns how many deliveries it handled."""
+        done = self._maintain_due()
+        if self._stop_requested:
+            return done
+        if any(m.buffer for m in self.members.values()):
+            if time.monotonic() - self._last_read >= self.refill_s:
+                self._read(block_ms=None, dry_only=True)
+            return done + self._handle_next()
+        self._flush_acks()
+        self._read(block_ms=self._block_ms(), dry_only=False)
+        return done
+
+    def _handle_next(self) -> int:
+        ready = [k for k, m in self.members.items() if m.buffer]
+
+        def allowed(tenant: str) -> bool:
+            return any(
+                self.gate.allowed(tenant, self.members[k].max_in_flight)
+                for k in ready
+                if k[0] == tenant
+            )
+
+        key = self.scheduler.pick(ready, allowed)
+        if key is None:  # every tenant with events waiting is at its in-flight limit
+            time.sleep(0.005)
+            return 0
+        member = self.members[key]  # type: ignore[index]
+        if not self.gate.start(member.tenant, member.max_in_flight):
+            return 0  # another worker took the last place meanwhile: pick again
+        entry = member.buffer.popleft()
+        began = time.perf_counter()
+        try:
+            member.consumer.handle_new(entry, member.handler)
+        finally:
+            self.gate.finish()
+            self.scheduler.charge(member.key, time.perf_counter() - began)
+        self._schedule(member, member.consumer.maintenance_due_at())
+        if member.leaving and not member.buffer:
+            self._drop(member)
+        return 1
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def _batches(self, members: list[Member]) -> dict[Hashable, list[Member]]:
+        """Members whose streams one XREADGROUP can cover: same group (and, on a cluster,
+        same hash slot: ``redis.crc.key_slot``)."""
+        batches: dict[Hashable, list[Member]] = {}
+        for m in members:
+            slot = redis.crc.key_slot(m.consumer.group_stream.main.encode()) if self.cluster else 0
+            batches.setdefault((m.key[2], slot), []).append(m)
+        return batches
+
+    def _read(self, *, block_ms: int | None, dry_only: bool) -> None:
+        self._last_read = time.monotonic()
+        wanted = [
+            m
+            for m in self.members.values()
+            if not m.leaving and (not dry_only or not m.buffer) and m.consumer.ready
+        ]
+        if not wanted:
+            if block_ms:  # nothing to read from: wait for maintenance instead
+                time.sleep(min(block_ms, 50) / 1000)
+            return
+        batches = list(self._batches(wanted).values())
+        # several batches cannot share one blocking call: each blocks for a part
+        each = None if block_ms is None else max(1, block_ms // len(batches))
+        for batch in batches:
+            streams = {k: ">" for m in batch for k in m.consumer.group_stream.keys}
+            try:
+                entries = batch[0].consumer.group_stream.read(
+                    self.consumer_name, streams, count=self.count, block_ms=each
+                )
+            except GroupMissing as exc:
+                for m in batch:
+                    self._lose(m, exc)
+                continue
+            for entry in entries:
+                member = self._by_stream_key.get(entry.key)
+                if member is not None:
+                    member.buffer.append(entry)
+            if entries and each is not None:
+                each = None  # something to do: do not block on the other batches
+
+    def _flush_acks(self) -> None:
+        for member in self.members.values():
+            member.consumer.flush_acks()
+
+    def _block_ms(self) -> int:
+        until_due = (self._due[0][0] - time.monotonic()) * 1000 if self._due else self.block_ms
+        return int(max(1, min(self.block_ms, until_due)))
+
+    # -- maintenance -----------------------------------------------------------------------
+
+    def _schedule(self, member: Member, due_at: float) -> None:
+        """Make sure ``member`` is maintained at ``due_at`` (or earlier)."""
+        known = self._due_at.get(member.key)
+        if known is not None and known <= due_at:
+            return
+        self._due_at[member.key] = due_at
+        self._seq += 1
+        heapq.heappush(self._due, (due_at, self._seq, member.key))
+
+    def _maintain_due(self) -> int:
+        done = 0
+        now = time.monotonic()
+        for _ in range(self.maintain_per_round):
+            if not self._due or self._due[0][0] > now or self._stop_requested:
+                break
+            due_at, _, key = heapq.heappop(self._due)
+            member = self.members.get(key)
+            if member is None or self._due_at.get(key) != due_at:
+                continue  # removed, or a stale entry of the heap
+            del self._due_at[key]
+            try:
+                # entries in the buffer are pending on us: a reclaim's own-pending pass
+                # would handle them twice, so it waits until they are handled
+                done += member.consumer.maintain(member.handler, reclaim=not member.buffer)
+            except GroupMissing as exc:
+                self._lose(member, exc)
+            except (BusConnectionError, BusRefused):
+                self._schedule(member, 0.0)
+                raise
+            self._schedule(member, max(member.consumer.maintenance_due_at(), now + 0.05))
+        return done
+
+    def _lose(self, member: Member, exc: BaseException) -> None:
+        member.buffer.clear()  # the group (and its pending list) is gone
+        member.consumer.lose_groups(exc)
+        self._schedule(member, 0.0)
+
+    def _wait_for_redis(self, exc: BaseException) -> None:
+        delay = min(5.0, 0.1 * 2 ** min(self._failures, 6)) + random.uniform(0, 0.1)
+        self.log.warning(
+            "redis_unavailable", error=error_text(exc), attempt=self._failures, retry_in_s=delay
+        )
+        for member in self.members.values():
+            member.buffer.clear()  # pending on us: recovered as own pending entries
+            member.consumer.lose_connection()
+            self._schedule(member, 0.0)
+        deadline = time.monotonic() + delay
+        while not self._stop_requested and time.monotonic() < deadline:
+            time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
