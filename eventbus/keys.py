@@ -96,6 +96,16 @@ def glob_escape(text: str) -> str:
     return _GLOB_SPECIAL.sub(r"\\\1", text)
 
 
+#: The platform's tenant registry (set of tenant ids): outside every tenant's keys, written
+#: at provisioning (``eventbus tenants add``), read by platform pools for ``tenant = "*"``.
+PLATFORM_TENANTS = "eventbus:tenants"
+
+
+def platform_tenants() -> str:
+    """The platform registry of tenant ids (see README "One pool for all tenants")."""
+    return PLATFORM_TENANTS
+
+
 @dataclass(frozen=True)
 class TenantKeys:
     """Key factory for one tenant. The key catalogue:

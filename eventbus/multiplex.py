@@ -24,7 +24,7 @@ import heapq
 import random
 import time
 from collections import deque
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -115,6 +115,8 @@ class Multiplexer:
         self._stop_requested = False
         self._last_read = 0.0
         self._failures = 0
+        self._tick: tuple[float, Callable[[], object]] | None = None
+        self._tick_at = 0.0
         self.log = structlog.get_logger("eventbus.multiplex").bind(consumer=consumer_name)
 
     # -- membership ------------------------------------------------------------------------
@@ -158,11 +160,16 @@ class Multiplexer:
         self._due_at.pop(member.key, None)
         member.consumer.close()
 
+    def every(self, interval_s: float, fn: Callable[[], object]) -> None:
+        """Call ``fn`` between rounds every ``interval_s`` (blocking reads wait no longer),
+        e.g. to add and remove members as tenants come and go."""
+        self._tick = (interval_s, fn)
+        self._tick_at = time.monotonic() + interval_s
+
     def stop(self) -> None:
-        """Stop after the event in hand (a flag only: safe from signal handlers)."""
+        """Stop reading; handle what is read already, then return from :meth:`run` (a
+        flag only: safe from signal handlers)."""
         self._stop_requested = True
-        for member in list(self.members.values()):
-            member.consumer.stop()
 
     @property
     def stopping(self) -> bool:
@@ -171,13 +178,17 @@ class Multiplexer:
     # -- the loop --------------------------------------------------------------------------
 
     def run(self) -> None:
-        """Handle events of every member until :meth:`stop`; survives Redis outages."""
+        """Handle events of every member until :meth:`stop`, then the entries already
+        read (they are pending on this consumer; a removed subscription would leave them
+        to nobody); survives Redis outages."""
         self.log.info("multiplexer_started", subscriptions=len(self.members))
         try:
-            while not self._stop_requested:
+            while not self._stop_requested or self._buffered():
                 try:
                     self.round()
                 except (BusConnectionError, BusRefused) as exc:
+                    if self._stop_requested:
+                        break  # what is read stays pending and is recovered later
                     self._failures += 1
                     self._wait_for_redis(exc)
                     continue
@@ -192,13 +203,22 @@ class Multiplexer:
                 member.consumer.close()
             self._stop_requested = False
 
+    def _buffered(self) -> bool:
+        return any(m.buffer for m in self.members.values())
+
     def round(self) -> int:
         """Maintenance that is due, then one handled event (reading first, blocking only
-        when nothing is buffered). Returns how many deliveries it handled."""
+        when nothing is buffered). Returns how many deliveries it handled. Once stopping,
+        only what is buffered is handled."""
+        if self._stop_requested:
+            return self._handle_next() if self._buffered() else 0
+        if self._tick is not None and time.monotonic() >= self._tick_at:
+            self._tick_at = time.monotonic() + self._tick[0]
+            self._tick[1]()
         done = self._maintain_due()
         if self._stop_requested:
             return done
-        if any(m.buffer for m in self.members.values()):
+        if self._buffered():
             if time.monotonic() - self._last_read >= self.refill_s:
                 self._read(block_ms=None, dry_only=True)
             return done + self._handle_next()
@@ -282,8 +302,13 @@ class Multiplexer:
             member.consumer.flush_acks()
 
     def _block_ms(self) -> int:
-        until_due = (self._due[0][0] - time.monotonic()) * 1000 if self._due else self.block_ms
-        return int(max(1, min(self.block_ms, until_due)))
+        now = time.monotonic()
+        until = [self.block_ms / 1000]
+        if self._due:
+            until.append(self._due[0][0] - now)
+        if self._tick is not None:
+            until.append(self._tick_at - now)
+        return int(max(1, min(until) * 1000))
 
     # -- maintenance -----------------------------------------------------------------------
 

@@ -25,6 +25,8 @@ def _record(event: AgentEvent, ctx: HandlerContext, phase: str) -> None:
             "delivery": ctx.delivery_count,
             "attempt": ctx.retry_count + 1,
             "consumer": ctx.consumer,
+            "tenant": ctx.tenant,
+            "stream": ctx.stream,
             "t": time.time(),
             **({"env": os.environ.get(event.data["env"])} if "env" in event.data else {}),
         }

@@ -43,22 +43,17 @@ class Pool:
         args: list[str] | None = None,
         env: dict[str, str] | None = None,
         name: str = "pool",
+        config: Path | None = None,
     ) -> None:
         self.server = server
         self.tmp = tmp
         self.ledger_path = tmp / "ledger.jsonl"
         self.log_path = tmp / f"{name}.log"
+        one = ["--tenant", TENANT, "--stream", STREAM, "--group", GROUP, "--handler", HANDLER]
         self.args = [
             "--redis-url",
             server.url,
-            "--tenant",
-            TENANT,
-            "--stream",
-            STREAM,
-            "--group",
-            GROUP,
-            "--handler",
-            HANDLER,
+            *(["--config", str(config)] if config else one),
             "--processes",
             str(processes),
             "--block-ms",

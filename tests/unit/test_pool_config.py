@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 
 from workers.pool import supervisor
 from workers.pool.config import Subscription
@@ -155,6 +157,15 @@ def test_a_bad_config_stops_the_supervisor_with_one_line_and_exit_2(
     assert err.count("\n") == 1
 
 
+@pytest.fixture
+def keep_logging() -> Iterator[None]:
+    """main() configures structlog to write to this test's captured stderr: put it back."""
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)
+
+
+@pytest.mark.usefixtures("keep_logging")
 def test_a_handler_that_cannot_be_imported_stops_the_supervisor(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -167,3 +178,8 @@ def test_a_handler_that_cannot_be_imported_stops_the_supervisor(
     assert supervisor.main(["--config", path]) == 2
     err = capsys.readouterr().err
     assert "no_such_module_xyz" in err and err.count("\n") == 1
+
+
+def test_metrics_are_refused_for_a_platform_pool_for_now(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="--metrics-port / EVENTBUS_METRICS_PORT serves a"):
+        parse_settings(["--config", _config(tmp_path, GOOD), "--metrics-port", "9100"], {})

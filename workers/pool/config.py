@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -129,6 +129,20 @@ def check_unique(subs: Iterable[Subscription], where: str) -> tuple[Subscription
         seen.add(key)
         out.append(sub)
     return tuple(out)
+
+
+def expand(subs: Sequence[Subscription], tenants: Sequence[str]) -> list[Subscription]:
+    """Concrete subscriptions: each ``"*"`` one for every tenant in ``tenants``; a
+    subscription naming the tenant itself wins over the ``"*"`` one (its weight, handler)."""
+    concrete = [s for s in subs if not s.every_tenant]
+    named = {(s.tenant, s.stream, s.group) for s in concrete}
+    out = list(concrete)
+    for sub in subs:
+        if sub.every_tenant:
+            out.extend(
+                sub.for_tenant(t) for t in tenants if (t, sub.stream, sub.group) not in named
+            )
+    return out
 
 
 @dataclass(frozen=True)

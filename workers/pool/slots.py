@@ -5,17 +5,19 @@ the worker's behalf (retry, then the DLQ)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from multiprocessing.context import SpawnProcess
 from typing import Any
 
+from eventbus.handler import OutcomeCallback
 from eventbus.logs import log_context
 from eventbus.outcomes import Outcomes
 from eventbus.records import FailureInfo
+from workers.pool.jobs import PoolGroups
 from workers.pool.restarts import SlotBackoff
 from workers.pool.settings import PoolSettings
-from workers.pool.worker import SlotState
+from workers.pool.worker import InHand, SlotState
 
 
 @dataclass
@@ -43,6 +45,7 @@ def new_slot(ctx: Any, index: int, name: str) -> Slot:
         busy_since=ctx.Value("d", 0.0, lock=False),
         current=ctx.Array("c", 1024, lock=False),
         ready_flag=ctx.Value("b", False, lock=False),
+        in_flight=ctx.Array("c", 128, lock=False),
     )
     return Slot(index, name, state)
 
@@ -51,10 +54,10 @@ class HungHandlers:
     """Kills a worker whose handler has run longer than ``handler_timeout_s`` (0 = off);
     the attempt counts as failed: retried, then dead-lettered, like a handler that raised."""
 
-    def __init__(self, outcomes: Outcomes, log: Any, count: Callable[[str], None]) -> None:
-        self._outcomes = outcomes
+    def __init__(self, groups: PoolGroups, log: Any, count: OutcomeCallback) -> None:
+        self._groups = groups
         self._log = log
-        self._count = count  # metrics: count("handler_timeout")
+        self._count = count  # metrics: count("handler_timeout"), and the outcomes
 
     def check(self, slots: Sequence[Slot], settings: PoolSettings) -> None:
         timeout = settings.handler_timeout_s
@@ -68,17 +71,21 @@ class HungHandlers:
                 continue
             delivery = slot.state.delivery()
             slot.planned_exit = "timeout"
-            self._count("handler_timeout")
+            self._count("handler_timeout", "")
             process.kill()
             process.join(10)
             if delivery is not None:
                 self._fail(slot, delivery, now - busy, settings)
 
-    def _fail(
-        self, slot: Slot, delivery: tuple[str, str, int], ran_s: float, settings: PoolSettings
-    ) -> None:
-        key, message_id, retry_count = delivery
-        context = {"consumer": slot.name, "message_id": message_id, "attempt": retry_count + 1}
+    def _fail(self, slot: Slot, delivery: InHand, ran_s: float, settings: PoolSettings) -> None:
+        key, message_id, retry_count = delivery.key, delivery.message_id, delivery.retry_count
+        context = {
+            "tenant": delivery.tenant,
+            "stream": delivery.stream,
+            "consumer": slot.name,
+            "message_id": message_id,
+            "attempt": retry_count + 1,
+        }
         with log_context(**context):
             self._log.error(
                 "handler_timeout", ran_s=round(ran_s, 1), timeout_s=settings.handler_timeout_s
@@ -88,7 +95,8 @@ class HungHandlers:
                 f"handler ran longer than {settings.handler_timeout_s}s; worker killed",
                 "",
             )
-            self._outcomes.fail(
+            group = self._groups.group(delivery.tenant, delivery.stream, delivery.group)
+            Outcomes(group, self._count).fail(
                 key,
                 message_id,
                 slot.name,

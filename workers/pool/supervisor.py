@@ -27,15 +27,14 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from eventbus import DeadLetterQueue, TenantEventBus, layout, metrics
+from eventbus import layout, metrics
 from eventbus.errors import EventBusError
 from eventbus.logs import configure_logging
-from eventbus.outcomes import Outcomes
 from eventbus.redis_io import connect
 from workers.pool import sdnotify
 from workers.pool.flags import parse_settings
 from workers.pool.health import Readiness
-from workers.pool.jobs import PeriodicJob, Reclaimer, Sweeper
+from workers.pool.jobs import PeriodicJob, PoolGroups, Reclaimer, Sweeper
 from workers.pool.loader import HandlerLoadError, load_handler
 from workers.pool.restarts import RestartBudget
 from workers.pool.settings import (
@@ -59,11 +58,10 @@ class Supervisor:
         self.settings = settings
         self.argv = list(argv or [])
         self.ctx = mp.get_context("spawn")
+        subs = settings.subscriptions
+        where = {"tenant": subs[0].tenant, "stream": subs[0].stream, "group": subs[0].group}
         self.log = structlog.get_logger("workers.pool.supervisor").bind(
-            tenant=settings.tenant,
-            stream=settings.stream,
-            group=settings.group,
-            pid=os.getpid(),
+            **(where if len(subs) == 1 else {}), pid=os.getpid()
         )
         self.slots = [self._new_slot(i) for i in range(settings.processes)]
         self._signals: deque[int] = deque()
@@ -73,9 +71,8 @@ class Supervisor:
         self._client = connect(
             settings.redis_url, cluster=settings.redis_cluster, client_name="eventbus-supervisor"
         )
-        self._bus = TenantEventBus(self._client, settings.tenant, settings=settings.bus_settings())
-        self._outcomes = Outcomes(self._bus.group(settings.stream, settings.group), self._count)
-        self._hung = HungHandlers(self._outcomes, self.log, self._count)
+        self._groups = PoolGroups(self._client, settings)
+        self._hung = HungHandlers(self._groups, self.log, self._count)
         self._jobs: list[PeriodicJob] = []
         self._readiness = Readiness(
             settings.redis_url,
@@ -111,6 +108,7 @@ class Supervisor:
     def _spawn(self, slot: Slot) -> None:
         slot.state.ready_flag.value = False
         slot.state.busy_since.value = 0.0
+        slot.state.in_flight.value = b""
         slot.name = self.settings.consumer_name(slot.index)
         process = self.ctx.Process(
             target=run_worker,
@@ -120,6 +118,7 @@ class Supervisor:
                 os.getpid(),
                 slot.state,
                 self._metrics.dir if self._metrics else None,
+                [s.state for s in self.slots],
             ),
             name=f"eventbus-worker-{slot.name}",
             daemon=False,
@@ -149,18 +148,21 @@ class Supervisor:
             signal.signal(sig, self._on_signal)
 
     def _warn_legacy_keys(self) -> None:
-        """Key layout 1 keys of the tenant are not read under layout 2: say so loudly."""
-        try:
-            old = layout.legacy_hint(self._client, self.settings.tenant, self.settings.stream)
-        except EventBusError as exc:  # e.g. a tenant ACL user may not touch t:T:* names
-            self.log.info("legacy_keys_unchecked", error=str(exc))
-            return
-        if old:
-            self.log.warning(
-                "legacy_keys_found",
-                example=old,
-                fix=f"eventbus migrate-keys --tenant {self.settings.tenant}",
-            )
+        """Key layout 1 keys of the tenants named are not read under layout 2: say so."""
+        for sub in self.settings.subscriptions:
+            if sub.every_tenant:
+                continue
+            try:
+                old = layout.legacy_hint(self._client, sub.tenant, sub.stream)
+            except EventBusError as exc:  # e.g. a tenant ACL user may not touch t:T:* names
+                self.log.info("legacy_keys_unchecked", error=str(exc))
+                continue
+            if old:
+                self.log.warning(
+                    "legacy_keys_found",
+                    example=old,
+                    fix=f"eventbus migrate-keys --tenant {sub.tenant}",
+                )
 
     def _drain_wakeups(self) -> None:
         try:
@@ -229,10 +231,11 @@ class Supervisor:
             return
         from workers.pool.metrics import MetricsServer
 
+        sub = st.subscriptions[0]  # main() refuses metrics with several subscriptions
         self._metrics = MetricsServer(
             st.metrics_host,
             st.metrics_port,
-            self._bus.group(st.stream, st.group),
+            self._groups.group(sub.tenant, sub.stream, sub.group),
             self._readiness,
             self.workers_ready,
             st.metrics_max_tenants,
@@ -240,12 +243,11 @@ class Supervisor:
         self._metrics.start()
 
     def _start_jobs(self) -> None:
-        st = self.settings
-        reclaimer = Reclaimer(self._bus, st, self.live_names, self._count)
-        sweeper = Sweeper(self._bus, DeadLetterQueue(self._client, st.tenant), st, self.live_names)
+        reclaimer = Reclaimer(self._groups, self.live_names, self._count)
+        sweeper = Sweeper(self._groups, self.live_names)
         self._jobs = [
-            PeriodicJob("reclaimer", st.reclaim_interval_s, reclaimer.tick),
-            PeriodicJob("sweeper", st.sweep_interval_s, sweeper.tick),
+            PeriodicJob("reclaimer", reclaimer.interval_s, reclaimer.tick),
+            PeriodicJob("sweeper", sweeper.interval_s, sweeper.tick),
         ]
         for job in self._jobs:
             job.start()
@@ -258,6 +260,7 @@ class Supervisor:
             process = slot.process
             if process is not None and not process.is_alive():
                 process.join()
+                slot.state.in_flight.value = b""  # its in-flight place is free again
                 self._on_exit(slot, process.exitcode, now)
                 slot.process = None
             if slot.process is None and slot.respawn_at is not None and now >= slot.respawn_at:
@@ -322,6 +325,7 @@ class Supervisor:
             )
             new = replace(new, processes=self.settings.processes)
         self.settings = new
+        self._groups.settings = new  # the jobs follow the new subscriptions
         self._reload_queue = [s.index for s in self.slots]
         self.log.info("reload_started", env_file=new.env_file)
 
