@@ -12,7 +12,12 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 
-from eventbus.keys import TenantKeys, validate_tenant_id
+from eventbus.keys import (
+    TenantKeys,
+    every_tenant_pattern,
+    platform_tenants,
+    validate_tenant_id,
+)
 
 # Needed on every connection: workers name their connection; scripts are loaded once
 # (SCRIPT LOAD; pipelines ask SCRIPT EXISTS first) and run with EVALSHA. redis-py also
@@ -213,5 +218,62 @@ def tenant_users(
             viewer_password or secrets.token_urlsafe(24),
             "viewer",
             tenant_id,
+        ),
+    ]
+
+
+# -- the platform (one pool for all tenants) ------------------------------------------------
+
+#: The platform pool reads the tenant registry; the provisioner (the platform's own
+#: onboarding code or an operator) writes it. Neither is a tenant's user.
+_REGISTRY_READ = ("smembers",)
+_REGISTRY_WRITE = ("sadd", "srem", "smembers")
+
+
+@dataclass(frozen=True)
+class PlatformUser:
+    """A platform user: ``pool`` consumes every tenant's streams (keys ``~t:*``, the worker
+    role's commands, the registry read-only); ``provisioner`` only edits the registry."""
+
+    username: str
+    password: str
+    role: str  # "pool" | "provisioner"
+
+    def setuser_args(self) -> list[str]:
+        if self.role == "pool":
+            patterns = [f"~{every_tenant_pattern()}", f"%R~{platform_tenants()}"]
+            commands = tuple(dict.fromkeys(ROLES["worker"] + _REGISTRY_READ))
+        else:
+            patterns = [f"~{platform_tenants()}"]
+            commands = _CONNECTION + _REGISTRY_WRITE
+        return [
+            self.username,
+            "reset",
+            "on",
+            f">{self.password}",
+            *patterns,
+            "resetchannels",
+            "-@all",
+            *(f"+{c}" for c in commands),
+        ]
+
+    def setuser_line(self) -> str:
+        return "ACL SETUSER " + " ".join(self.setuser_args())
+
+    def url(self, host: str = "127.0.0.1", port: int = 6379, db: int = 0) -> str:
+        return f"redis://{self.username}:{self.password}@{host}:{port}/{db}"
+
+
+def platform_users(
+    *, pool_password: str | None = None, provisioner_password: str | None = None
+) -> list[PlatformUser]:
+    """The platform pool's user and the registry's provisioner (random passwords unless
+    given)."""
+    return [
+        PlatformUser("eventbus-platform-pool", pool_password or secrets.token_urlsafe(24), "pool"),
+        PlatformUser(
+            "eventbus-platform-provisioner",
+            provisioner_password or secrets.token_urlsafe(24),
+            "provisioner",
         ),
     ]

@@ -106,6 +106,11 @@ def platform_tenants() -> str:
     return PLATFORM_TENANTS
 
 
+def every_tenant_pattern() -> str:
+    """The ACL key pattern of every tenant's keys (a platform pool's user)."""
+    return "t:*"
+
+
 @dataclass(frozen=True)
 class TenantKeys:
     """Key factory for one tenant. The key catalogue:

@@ -141,7 +141,16 @@ def _add_readers(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     p.add_argument("stream", nargs="?", help="only this stream")
     p.add_argument(
-        "--json", action="store_true", help='one JSON document: {"tenant", "streams": [...]}'
+        "--json",
+        action="store_true",
+        help='one JSON document: {"tenant", "streams": [...]} (--all-tenants: {"groups": '
+        '[{"tenant", "stream", "group", "lag", "pending", "scheduled", "dlq"}...]})',
+    )
+    p.add_argument(
+        "--all-tenants",
+        action="store_true",
+        help="one row per group of every tenant in the platform registry, largest lag "
+        "first (no --tenant; needs the platform pool's or an admin's credentials)",
     )
     p.set_defaults(command="stats", parser=p)
 
@@ -313,6 +322,11 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         help="print ACL SETUSER lines for a tenant's users (see 'eventbus acl --help')",
     )
     sub.add_parser(
+        "tenants",
+        add_help=False,
+        help="the platform's tenant registry: add, remove, list (see 'eventbus tenants --help')",
+    )
+    sub.add_parser(
         "web",
         add_help=False,
         help="serve the operator web console (see 'eventbus web --help')",
@@ -336,9 +350,18 @@ def parse_args(argv: Sequence[str], environ: Mapping[str, str]) -> argparse.Name
     """Parse and check combinations; usage errors exit 2."""
     parser = build_parser(environ)
     args = parser.parse_args(argv)
-    if args.subcommand in ("supervise", "acl", "web"):  # main() hands these over unparsed
+    if args.subcommand in (
+        "supervise",
+        "acl",
+        "tenants",
+        "web",
+    ):  # main() hands these over unparsed
         parser.error(f"'{args.subcommand}' must come first: eventbus {args.subcommand} ...")
     p: argparse.ArgumentParser = args.parser
+    if args.command == "stats" and args.all_tenants:
+        if args.stream:
+            p.error("--all-tenants shows every stream: give no STREAM")
+        return args
     if args.tenant is None:
         p.error("--tenant is required (or set EVENTBUS_TENANT)")
     if args.command == "publish":

@@ -1,5 +1,5 @@
 """The operator CLI: ``eventbus publish | tail | stats | dlq ... | budget | halt | resume |
-trace | migrate-keys | acl | supervise``.
+trace | migrate-keys | acl | tenants | supervise``.
 
 One console script; each subcommand is a small function in ``COMMANDS``. Bad input, bus
 errors and Redis errors end as one ``eventbus: error: ...`` line on stderr and exit 1.
@@ -21,7 +21,6 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from eventbus import layout, redis_io
-from eventbus.acl import tenant_users
 from eventbus.bus import TenantEventBus
 from eventbus.dlq import DeadLetterQueue
 from eventbus.errors import BusConnectionError, EventBusError, StreamNotFound
@@ -32,6 +31,7 @@ from eventbus.settings import BusSettings
 from eventbus.stats import tenant_stats
 from eventbus.trace import read_trace
 from workers.cli import events as cli_events
+from workers.cli import platform
 from workers.cli.args import parse_args
 from workers.cli.format import (
     budget_text,
@@ -303,36 +303,6 @@ def web(argv: list[str]) -> int:
     return cast(Callable[[list[str]], int], module.main)(argv)
 
 
-def acl(argv: list[str]) -> int:
-    """``eventbus acl TENANT``: print the ACL SETUSER lines of the tenant's users."""
-    parser = argparse.ArgumentParser(
-        prog="eventbus acl",
-        description="Print ACL SETUSER commands for TENANT's worker, publisher and "
-        "read-only viewer users "
-        "(keys ~t:{TENANT}:* only, just the commands each role needs). Nothing is sent to "
-        "Redis: pipe the output into redis-cli as an admin, e.g. "
-        "'eventbus acl acme | redis-cli'. Passwords are random unless given.",
-    )
-    parser.add_argument("tenant", metavar="TENANT")
-    parser.add_argument("--worker-password", help="password of eventbus-TENANT-worker")
-    parser.add_argument("--publisher-password", help="password of eventbus-TENANT-publisher")
-    parser.add_argument(
-        "--viewer-password", help="password of eventbus-TENANT-viewer (read-only, web console)"
-    )
-    args = parser.parse_args(argv)
-    users = tenant_users(
-        args.tenant,
-        worker_password=args.worker_password,
-        publisher_password=args.publisher_password,
-        viewer_password=args.viewer_password,
-    )
-    for user in users:
-        print(user.setuser_line())
-    for user in users:
-        print(f"# {user.role}: {user.url(host='HOST', port=6379)}", file=sys.stderr)
-    return 0
-
-
 def migrate_keys(ops: Ops) -> int:
     """Move the tenant's layout-1 keys; one line per key: ``old -> new`` (or why not)."""
     done = layout.migrate(ops.client, ops.keys.tenant_id, dry_run=ops.args.dry_run)
@@ -388,12 +358,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         if argv[:1] == ["supervise"]:
             return supervise(argv[1:])
         if argv[:1] == ["acl"]:
-            return acl(argv[1:])
+            return platform.acl(argv[1:])
+        if argv[:1] == ["tenants"]:
+            url = platform.url_of(argv[1:])
+            return platform.tenants(argv[1:], connect)
         if argv[:1] == ["web"]:
             return web(argv[1:])
         args = parse_args(argv, os.environ)
         url = args.redis_url
         configure_logging(args.log_level)
+        if args.command == "stats" and args.all_tenants:
+            return platform.all_tenants_stats(connect(url, cluster=args.redis_cluster), args.json)
         return COMMANDS[args.command](Ops(args))
     except KeyboardInterrupt:
         return 130

@@ -100,7 +100,7 @@ def _checked(settings: PoolSettings) -> PoolSettings:
     if settings.metrics_port and (len(subs) > 1 or subs[0].every_tenant):
         raise SettingsError(
             f"{_BY_NAME['metrics_port'].label} serves a pool of one subscription; a platform "
-            "pool (several [[subscription]] tables or tenant \"*\") has no metrics yet"
+            'pool (several [[subscription]] tables or tenant "*") has no metrics yet'
         )
     return settings
 
