@@ -183,3 +183,10 @@ def test_a_handler_that_cannot_be_imported_stops_the_supervisor(
 def test_metrics_are_refused_for_a_platform_pool_for_now(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match="--metrics-port / EVENTBUS_METRICS_PORT serves a"):
         parse_settings(["--config", _config(tmp_path, GOOD), "--metrics-port", "9100"], {})
+
+
+def test_the_shipped_platform_example_is_a_valid_config() -> None:
+    path = Path(__file__).parents[2] / "systemd" / "platform.toml"
+    s = parse_settings(["--config", str(path)], {})
+    assert [sub.tenant for sub in s.subscriptions] == ["*", "acme"]
+    assert s.subscriptions[1].max_in_flight == 2 and s.processes == 4
