@@ -109,6 +109,7 @@ class Multiplexer:
         self.scheduler = FairScheduler()
         self.members: dict[SubscriptionKey, Member] = {}
         self._by_stream_key: dict[str, Member] = {}
+        self._ready: dict[SubscriptionKey, None] = {}  # members with entries buffered
         self._due: list[tuple[float, int, SubscriptionKey]] = []  # maintenance heap
         self._due_at: dict[SubscriptionKey, float] = {}
         self._seq = 0
@@ -158,6 +159,7 @@ class Multiplexer:
             self._by_stream_key.pop(stream_key, None)
         self.scheduler.remove(member.key)
         self._due_at.pop(member.key, None)
+        self._ready.pop(member.key, None)
         member.consumer.close()
 
     def every(self, interval_s: float, fn: Callable[[], object]) -> None:
@@ -204,7 +206,7 @@ class Multiplexer:
             self._stop_requested = False
 
     def _buffered(self) -> bool:
-        return any(m.buffer for m in self.members.values())
+        return bool(self._ready)
 
     def round(self) -> int:
         """Maintenance that is due, then one handled event (reading first, blocking only
@@ -219,7 +221,10 @@ class Multiplexer:
         if self._stop_requested:
             return done
         if self._buffered():
-            if time.monotonic() - self._last_read >= self.refill_s:
+            # a read of the dry members' streams costs Redis about one step per key:
+            # with many members it comes less often
+            dry = len(self.members) - len(self._ready)
+            if time.monotonic() - self._last_read >= self.refill_s * max(1.0, dry / 100):
                 self._read(block_ms=None, dry_only=True)
             return done + self._handle_next()
         self._flush_acks()
@@ -227,7 +232,7 @@ class Multiplexer:
         return done
 
     def _handle_next(self) -> int:
-        ready = [k for k, m in self.members.items() if m.buffer]
+        ready = list(self._ready)
 
         def allowed(tenant: str) -> bool:
             return any(
@@ -244,6 +249,8 @@ class Multiplexer:
         if not self.gate.start(member.tenant, member.max_in_flight):
             return 0  # another worker took the last place meanwhile: pick again
         entry = member.buffer.popleft()
+        if not member.buffer:
+            self._ready.pop(member.key, None)
         began = time.perf_counter()
         try:
             member.consumer.handle_new(entry, member.handler)
@@ -294,6 +301,7 @@ class Multiplexer:
                 member = self._by_stream_key.get(entry.key)
                 if member is not None:
                     member.buffer.append(entry)
+                    self._ready[member.key] = None
             if entries and each is not None:
                 each = None  # something to do: do not block on the other batches
 
@@ -346,6 +354,7 @@ class Multiplexer:
 
     def _lose(self, member: Member, exc: BaseException) -> None:
         member.buffer.clear()  # the group (and its pending list) is gone
+        self._ready.pop(member.key, None)
         member.consumer.lose_groups(exc)
         self._schedule(member, 0.0)
 
@@ -354,6 +363,7 @@ class Multiplexer:
         self.log.warning(
             "redis_unavailable", error=error_text(exc), attempt=self._failures, retry_in_s=delay
         )
+        self._ready.clear()
         for member in self.members.values():
             member.buffer.clear()  # pending on us: recovered as own pending entries
             member.consumer.lose_connection()

@@ -7,7 +7,8 @@ median of repetitions (min-max) next to a plain baseline measured in the same ru
 publish (``publish`` / ``publish_many`` vs raw XADD), end to end through the real worker
 pool vs a plain consumer-group loop (backlog, concurrent publisher), latency publish ->
 handler at a fixed rate, cost growth with event size and backlog depth, Redis memory per
-stored event, and worker RSS. Prints a table and writes JSON with the ratio ours/plain.
+stored event, worker RSS, and fairness across tenants in one platform pool
+(:mod:`workers.tools.bench_fair`). Prints a table and writes JSON with the ratio ours/plain.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from eventbus import TenantEventBus
 from eventbus.keys import TenantKeys
 from eventbus.settings import BusSettings
 from eventbus.trace import read_trace
+from workers.tools import bench_fair
 from workers.tools import bench_measure as m
 from workers.tools.bench_procs import Plain, Pool
 from workers.tools.bench_report import Line, table, write_json
@@ -179,7 +181,7 @@ class Bench:
             n = max(10, self.sizes.memory_n * SMALL // size)
             self.say(f"memory per stored event, {size} B")
             got = m.memory_per_event(self.client, self.bus, f"mem{size}", m.make_events(n, size))
-            line = self.line("memory", f"Redis bytes per stored event, {_bytes(size)}", "B")
+            line = self.line("memory", f"Redis bytes per stored event, {m.size_text(size)}", "B")
             line.ours, line.plain, line.baseline = [got["ours"]], [got["plain"]], "XADD"
             if size == SMALL:
                 line.target = ("ratio<=", 2.0)
@@ -295,7 +297,7 @@ class Bench:
             def by_size(c: Pool | Plain, fields: Sequence[dict[str, str]] = fields) -> m.Drained:
                 return m.drain(self.client, c, fields, total=len(fields))
 
-            self._pair(f"backlog of {_bytes(size)} events, 2 proc", by_size, section="scaling")
+            self._pair(f"backlog of {m.size_text(size)} events, 2 proc", by_size, section="scaling")
         fields = m.encoded(m.make_events(1000, SMALL))
         k = self.sizes.depth_measure
         for depth in self.sizes.depths:
@@ -328,10 +330,6 @@ class Bench:
         for c in (pool, plain):
             self.client.xtrim(c.key, maxlen=0, approximate=False)
             c.resume()
-
-
-def _bytes(size: int) -> str:
-    return f"{size // 1024} KB" if size >= 1024 else f"{size} B"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -370,13 +368,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         bench.guards()
         bench.memory()
         bench.pools()
+        mode = "smoke" if args.smoke else "quick" if args.quick else "normal"
+        bench.lines += bench_fair.run(url, bench.client, bench_fair.SIZES[mode], bench.say)
         if args.redis_url:
-            _cleanup(bench.client)
+            m.cleanup(bench.client)
         info = bench.client.info("server")
     lines = sorted(bench.lines, key=lambda x: SECTION_ORDER.index(x.section))
     print(table(lines))
     meta = {
-        "mode": "smoke" if args.smoke else "quick" if args.quick else "normal",
+        "mode": mode,
         "sizes": sizes.__dict__,
         "redis_version": info.get("redis_version"),
         "cpus": os.cpu_count(),
@@ -388,13 +388,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-SECTION_ORDER = ("publish", "guards", "end_to_end", "latency", "scaling", "memory", "rss")
-
-
-def _cleanup(client: redis.Redis) -> None:
-    for pattern in (TenantKeys(m.TENANT).acl_pattern(), "bench:*"):
-        for key in client.scan_iter(match=pattern, count=1000):
-            client.delete(key)
+SECTION_ORDER = (
+    "publish", "guards", "end_to_end", "latency", "scaling", "memory", "rss", "fairness"
+)  # fmt: skip
 
 
 if __name__ == "__main__":

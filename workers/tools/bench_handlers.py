@@ -34,3 +34,17 @@ def noop(event: AgentEvent) -> None:
     sent_ns = event.data.get("t")
     if sent_ns is not None:
         record_latency(sent_ns)
+
+
+def fair(event: AgentEvent) -> None:
+    """The fairness benchmark's handler: ``tenant sent received`` (monotonic ns) appended
+    to the file, then ``cost_s`` of sleep (an LLM call's wait, scaled down)."""
+    received_ns = time.monotonic_ns()
+    if not _fd:
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
+        _fd.append(os.open(os.environ[LATENCY_FILE_ENV], flags, 0o644))
+    line = f"{event.tenant_id} {event.data.get('t', received_ns)} {received_ns}\n"
+    os.write(_fd[0], line.encode())
+    cost = float(event.data.get("cost_s", 0.0))
+    if cost:
+        time.sleep(cost)

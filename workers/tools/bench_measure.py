@@ -14,6 +14,7 @@ import redis
 
 from eventbus import AgentEvent, EventType, TenantEventBus
 from eventbus.entries import encoded_size
+from eventbus.keys import TenantKeys
 from workers.tools.bench_procs import Consumers, id_tuple, last_delivered
 from workers.tools.procs import cpu_s
 
@@ -349,3 +350,19 @@ def memory_per_event(
         "plain": raw_stream / n,
         "marker_ttl_s": ttl_s,
     }
+
+
+def size_text(size: int) -> str:
+    return f"{size // 1024} KB" if size >= 1024 else f"{size} B"
+
+
+def cleanup(client: redis.Redis) -> None:
+    """Delete what the benchmark wrote into a Redis it was given (its tenants only)."""
+    from workers.tools.bench_fair import TENANTS, forget
+
+    for tenant in (TENANT, *TENANTS):
+        for key in client.scan_iter(match=TenantKeys(tenant).acl_pattern(), count=1000):
+            client.delete(key)
+    for key in client.scan_iter(match="bench:*", count=1000):
+        client.delete(key)
+    forget(client)

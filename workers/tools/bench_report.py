@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-SECTIONS = ("publish", "guards", "end_to_end", "latency", "scaling", "memory", "rss")
+SECTIONS = ("publish", "guards", "end_to_end", "latency", "scaling", "memory", "rss", "fairness")
 
 
 @dataclass

@@ -1,0 +1,418 @@
+"""Benchmark, fairness section: a real platform pool (``--config`` with a ``"*"``
+subscription) and its baseline measured in the same run.
+
+* quiet tenants publishing at a fixed rate: their p99 wait (publish -> handler start)
+  beside a noisy tenant's backlog vs with the noisy tenant absent;
+* throughput of the platform pool draining that backlog vs a pool of the one stream alone;
+* 10 equally weighted backlogged tenants: the worst window's Jain index of events handled;
+* weights 1:2:4: the largest relative error of the shares of handler time;
+* idle: worker CPU and RSS of a pool subscribed to many tenant streams vs one stream.
+
+Handlers (``bench_handlers:fair``) sleep ``cost_s`` and append ``tenant sent received``
+lines (monotonic ns) to a file.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis
+
+from eventbus import AgentEvent, EventType, TenantEventBus
+from eventbus.fairness import jain_index
+from eventbus.platform import TenantRegistry
+from workers.tools.bench_handlers import LATENCY_FILE_ENV
+from workers.tools.bench_report import Line
+from workers.tools.procs import cpu_s, rss_mb, worker_pids
+
+ROOT = Path(__file__).resolve().parents[2]
+HANDLER = "workers.tools.bench_handlers:fair"
+STREAM = "agents"
+
+
+@dataclass(frozen=True)
+class FairSizes:
+    processes: int
+    backlog: int  # the noisy tenant's backlog
+    quiet: int  # quiet tenants
+    quiet_rate: float  # events/s of each quiet tenant
+    quiet_s: float  # seconds of quiet publishing per phase
+    cost_s: float  # handler time per event
+    equal_n: int  # backlog per tenant, 10 equal tenants and the 1:2:4 case
+    window_s: float  # Jain's index window
+    idle_streams: int  # tenant streams of the idle pool
+    idle_s: float  # seconds of idle CPU measured
+
+
+SIZES = {
+    "normal": FairSizes(4, 100_000, 50, 5.0, 10.0, 0.001, 6_000, 10.0, 1_000, 20.0),
+    "quick": FairSizes(4, 20_000, 20, 5.0, 5.0, 0.001, 2_000, 2.0, 1_000, 10.0),
+    "smoke": FairSizes(2, 1_500, 5, 5.0, 1.5, 0.001, 150, 0.5, 50, 1.0),
+}
+_MOST = max(SIZES.values(), key=lambda s: s.idle_streams)
+
+
+def quiet_tenants(n: int) -> list[str]:
+    return [f"bench-quiet{i}" for i in range(n)]
+
+
+def idle_tenants(n: int) -> list[str]:
+    return [f"bench-idle{i}" for i in range(n)]
+
+
+EQUAL = [f"bench-eq{i}" for i in range(10)]
+WEIGHTS = {"bench-w1": 1, "bench-w2": 2, "bench-w4": 4}
+NOISY, SOLO = "bench-noisy", "bench-solo"
+#: Every tenant the section may write (cleanup on a Redis given with --redis-url).
+TENANTS = [
+    NOISY, SOLO, *EQUAL, *WEIGHTS,
+    *quiet_tenants(max(s.quiet for s in SIZES.values())), *idle_tenants(_MOST.idle_streams),
+]  # fmt: skip
+
+
+def forget(client: redis.Redis) -> None:
+    """Take the benchmark's tenants out of the platform registry."""
+    TenantRegistry(client).remove(*TENANTS)
+
+
+def _event(tenant: str, **data: object) -> AgentEvent:
+    return AgentEvent(
+        event_type=EventType.TASK_ASSIGNED,
+        tenant_id=tenant,
+        source_agent_id="bench",
+        call_chain=["bench"],
+        data=data,
+    )
+
+
+class PlatformPool:
+    """``eventbus-supervisor --config`` in a subprocess; waits for its workers."""
+
+    def __init__(self, url: str, tmp: Path, name: str, tables: str, processes: int) -> None:
+        self.config = tmp / f"{name}.toml"
+        self.config.write_text(tables)
+        self.waits = tmp / f"{name}.waits"
+        self.waits.write_text("")
+        self.log = tmp / f"{name}.log"
+        self.args = [
+            "--redis-url", url, "--config", str(self.config), "--processes", str(processes),
+            "--log-format", "json", "--log-level", "info", "--grace-period-s", "5",
+        ]  # fmt: skip
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> PlatformPool:
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "workers.pool.supervisor", *self.args],
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+                env={**os.environ, LATENCY_FILE_ENV: str(self.waits)},
+                cwd=ROOT,
+            )
+        return self
+
+    def pids(self) -> list[int]:
+        return worker_pids(self.proc.pid) if self.proc else []
+
+    def wait_ready(self, timeout_s: float = 300.0) -> None:
+        """Until the supervisor says its workers are up (READY)."""
+        deadline = time.monotonic() + timeout_s
+        while '"supervisor_ready"' not in self.log.read_text(errors="replace"):
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"pool exited: {self.log.read_text()[-2000:]}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"pool not ready: {self.log.read_text()[-2000:]}")
+            time.sleep(0.05)
+
+    def handled(self) -> list[tuple[str, int, int]]:
+        out = []
+        for line in self.waits.read_text().splitlines():
+            parts = line.split()
+            if len(parts) == 3:
+                out.append((parts[0], int(parts[1]), int(parts[2])))
+        return out
+
+    def wait_handled(self, n: int, timeout_s: float = 600.0) -> list[tuple[str, int, int]]:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            got = self.handled()
+            if len(got) >= n:
+                return got
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"pool exited: {self.log.read_text()[-2000:]}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{len(got)} of {n} handled: {self.log.read_text()[-2000:]}")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+def _table(tenant: str, group: str, **extra: object) -> str:
+    rows = [
+        "[[subscription]]", f'tenant = "{tenant}"', f'stream = "{STREAM}"',
+        f'group = "{group}"', f'handler = "{HANDLER}"',
+        *(f"{k} = {v}" for k, v in extra.items()),
+    ]  # fmt: skip
+    return "\n".join(rows) + "\n"
+
+
+def _backlog(client: redis.Redis, tenant: str, n: int, cost_s: float) -> None:
+    bus = TenantEventBus(client, tenant)
+    batch = []
+    for _ in range(n):
+        batch.append(_event(tenant, cost_s=cost_s, t=time.monotonic_ns()))
+        if len(batch) == 100:
+            bus.publish_many(STREAM, batch)
+            batch = []
+    if batch:
+        bus.publish_many(STREAM, batch)
+
+
+def _quiet(
+    client: redis.Redis, tenants: list[str], rate: float, seconds: float, cost: float
+) -> int:
+    """Each tenant publishes ``rate`` events/s for ``seconds`` (spread evenly)."""
+    buses = [TenantEventBus(client, t) for t in tenants]
+    gap = 1.0 / (rate * len(tenants))
+    sent = 0
+    start = time.monotonic()
+    while time.monotonic() - start < seconds:
+        bus = buses[sent % len(buses)]
+        bus.publish(STREAM, _event(bus.tenant_id, cost_s=cost, t=time.monotonic_ns()))
+        sent += 1
+        next_at = start + sent * gap
+        time.sleep(max(0.0, next_at - time.monotonic()))
+    return sent
+
+
+def _rate(rows: list[tuple[str, int, int]], tenant: str) -> float:
+    """Events/s (of every tenant) between the first and the last handler start of
+    ``tenant``'s events."""
+    own = [r for t, _, r in rows if t == tenant]
+    first, last = min(own), max(own)
+    span = (last - first) / 1e9
+    n = sum(1 for _, _, r in rows if first <= r <= last)
+    return n / span if span > 0 else float("nan")
+
+
+def _p99_ms(rows: list[tuple[str, int, int]], tenants: set[str], since_ns: int) -> float:
+    waits = sorted((r - s) / 1e6 for t, s, r in rows if t in tenants and s >= since_ns)
+    return waits[int(0.99 * (len(waits) - 1))] if waits else float("nan")
+
+
+class Fairness:
+    def __init__(
+        self, url: str, client: redis.Redis, sizes: FairSizes, say: Callable[[str], None]
+    ) -> None:
+        self.url = url
+        self.client = client
+        self.sizes = sizes
+        self.say = say
+        self.tmp = Path(tempfile.mkdtemp(prefix="eventbus-bench-fair-"))
+        self.registry = TenantRegistry(client)
+        self.lines: list[Line] = []
+
+    def line(self, name: str, unit: str, baseline: str) -> Line:
+        line = Line("fairness", name, unit, baseline=baseline)
+        self.lines.append(line)
+        return line
+
+    def run(self) -> list[Line]:
+        try:
+            self.noisy_and_quiet()
+            self.equal_and_weighted()
+            self.idle()
+        finally:
+            forget(self.client)
+        return self.lines
+
+    # -- noisy backlog, quiet tenants ---------------------------------------------------
+
+    def noisy_and_quiet(self) -> None:
+        sz = self.sizes
+        quiet = quiet_tenants(sz.quiet)
+        self.registry.add(NOISY, *quiet)
+        pool = PlatformPool(self.url, self.tmp, "noisy", _table("*", "fair"), sz.processes)
+        try:
+            pool.start().wait_ready()
+            self.say("fairness: quiet tenants alone")
+            since = time.monotonic_ns()
+            sent = _quiet(self.client, quiet, sz.quiet_rate, sz.quiet_s, sz.cost_s)
+            rows = pool.wait_handled(sent)
+            alone = _p99_ms(rows, set(quiet), since)
+            self.say("fairness: quiet tenants beside a noisy backlog")
+            done_before = len(rows)
+            _backlog(self.client, NOISY, sz.backlog, sz.cost_s)
+            since = time.monotonic_ns()
+            sent2 = _quiet(self.client, quiet, sz.quiet_rate, sz.quiet_s, sz.cost_s)
+            rows = pool.wait_handled(done_before + sent2 + sz.backlog)
+            beside = _p99_ms(rows, set(quiet), since)
+            rate = _rate(rows[done_before:], NOISY)
+            noisy_at = [r for t, _, r in rows if t == NOISY]
+            still_backlogged = max(noisy_at) > since + int(sz.quiet_s * 1e9)
+        finally:
+            pool.stop()
+        wait = self.line(
+            f"quiet tenants' p99 wait, noisy backlog / absent, {sz.quiet} x {sz.quiet_rate:g}/s",
+            "ms",
+            baseline="noisy absent",
+        )
+        wait.ours, wait.plain, wait.target = [beside], [alone], ("ratio<=", 2.0)
+        if not still_backlogged:
+            wait.name += " (backlog ran out: enlarge it)"
+        alone_rate = self.one_stream_rate()
+        thr = self.line(
+            f"platform pool draining {sz.backlog:,} / pool of that stream alone",
+            "ev/s",
+            baseline="one stream",
+        )
+        thr.ours, thr.plain, thr.target = [rate], [alone_rate], ("ratio>=", 0.8)
+
+    def one_stream_rate(self) -> float:
+        sz = self.sizes
+        self.say("fairness: the same backlog, a pool of one stream")
+        tables = _table(SOLO, "solo")
+        pool = PlatformPool(self.url, self.tmp, "solo", tables, sz.processes)
+        # one concrete subscription: the supervisor runs today's single-stream worker
+        try:
+            _backlog(self.client, SOLO, sz.backlog, sz.cost_s)
+            pool.start()
+            return _rate(pool.wait_handled(sz.backlog), SOLO)
+        finally:
+            pool.stop()
+
+    # -- equal and weighted shares --------------------------------------------------------
+
+    def equal_and_weighted(self) -> None:
+        sz = self.sizes
+        equal = EQUAL
+        self.say("fairness: 10 equal backlogged tenants")
+        rows = self._drain(
+            "equal", "".join(_table(t, "eq") for t in equal), equal, [sz.equal_n] * 10
+        )
+        jain = self._worst_window_jain(rows, equal)
+        line = self.line(
+            f"10 equal backlogged tenants: worst {sz.window_s:g} s window's Jain index",
+            "index",
+            baseline="perfectly fair",
+        )
+        line.ours, line.plain, line.target = [jain], [1.0], ("ratio>=", 0.95)
+
+        self.say("fairness: weights 1:2:4")
+        weights = WEIGHTS
+        tables = "".join(_table(t, "w", weight=w) for t, w in weights.items())
+        rows = self._drain("weighted", tables, list(weights), [sz.equal_n * w for w in (1, 2, 4)])
+        error = self._weight_error(rows, weights)
+        line = self.line(
+            "weights 1:2:4: largest share error while all backlogged", "%", baseline="bound"
+        )
+        line.ours, line.plain, line.target = [max(error, 0.01)], [10.0], ("ours<=", 10.0)
+
+    def _drain(
+        self, name: str, tables: str, tenants: list[str], counts: list[int]
+    ) -> list[tuple[str, int, int]]:
+        # every backlog is down before the pool starts (its groups read from the start)
+        for tenant, n in zip(tenants, counts, strict=True):
+            _backlog(self.client, tenant, n, self.sizes.cost_s)
+        pool = PlatformPool(self.url, self.tmp, name, tables, self.sizes.processes)
+        try:
+            pool.start()
+            return pool.wait_handled(sum(counts))
+        finally:
+            pool.stop()
+
+    def _all_backlogged(
+        self, rows: list[tuple[str, int, int]], tenants: list[str]
+    ) -> list[tuple[str, int]]:
+        """(tenant, received) while every tenant still had events waiting."""
+        last = {t: max(r for x, _, r in rows if x == t) for t in tenants}
+        first_done = min(last.values())
+        start = min(r for _, _, r in rows)
+        # leave out the start (workers reading their first batches) and the tail
+        return [(t, r) for t, _, r in rows if start + 0.1 * (first_done - start) <= r <= first_done]
+
+    def _worst_window_jain(self, rows: list[tuple[str, int, int]], tenants: list[str]) -> float:
+        handled = self._all_backlogged(rows, tenants)
+        windows: dict[int, Counter[str]] = defaultdict(Counter)
+        start = min(r for _, r in handled)
+        width = int(self.sizes.window_s * 1e9)
+        for t, r in handled:
+            windows[(r - start) // width][t] += 1
+        full = [w for k, w in windows.items() if k < max(windows)] or list(windows.values())
+        return min(jain_index([w[t] for t in tenants]) for w in full)
+
+    def _weight_error(self, rows: list[tuple[str, int, int]], weights: dict[str, int]) -> float:
+        handled = Counter(t for t, _ in self._all_backlogged(rows, list(weights)))
+        total = sum(handled.values())
+        wsum = sum(weights.values())
+        return max(
+            abs(handled[t] / total - w / wsum) / (w / wsum) * 100 for t, w in weights.items()
+        )
+
+    # -- idle -------------------------------------------------------------------------------
+
+    def idle(self) -> None:
+        sz = self.sizes
+        forget(self.client)  # "*" below: exactly the idle tenants
+        self.registry.add(*idle_tenants(sz.idle_streams))
+        cpu = self.line(
+            f"idle worker CPU, {sz.idle_streams:,} tenant streams / one stream",
+            "% core",
+            baseline="one stream",
+        )
+        rss = self.line(
+            f"idle worker RSS, {sz.idle_streams:,} tenant streams / one stream",
+            "MB",
+            baseline="one stream",
+        )
+        cpu.target, rss.target = ("ours<=", 1.0), ("ours<=", 80.0)
+        for name, tables, out_cpu, out_rss in (
+            ("idle-many", _table("*", "idle"), cpu.ours, rss.ours),
+            ("idle-one", _table(idle_tenants(1)[0], "idle1"), cpu.plain, rss.plain),
+        ):
+            self.say(f"fairness: {name}")
+            pool = PlatformPool(self.url, self.tmp, name, tables, self.sizes.processes)
+            try:
+                pool.start()
+                self._wait_settled(pool)
+                pids = pool.pids()
+                before = cpu_s(pids)
+                time.sleep(sz.idle_s)  # measuring an idle interval, not waiting for a state
+                used = cpu_s(pids) - before
+                out_cpu.append(max(0.001, 100 * used / sz.idle_s / max(1, len(pids))))
+                out_rss.append(max(rss_mb(p) for p in pids))
+            finally:
+                pool.stop()
+
+    def _wait_settled(self, pool: PlatformPool, timeout_s: float = 300.0) -> None:
+        """Until every worker has created its groups (CPU per second drops to idle)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            pids = pool.pids()
+            if len(pids) == self.sizes.processes:
+                before = cpu_s(pids)
+                time.sleep(1.0)
+                if cpu_s(pids) - before < 0.05 * len(pids):
+                    return
+            else:
+                time.sleep(0.2)
+        raise TimeoutError(f"idle pool never settled: {pool.log.read_text()[-2000:]}")
+
+
+def run(url: str, client: redis.Redis, sizes: FairSizes, say: Callable[[str], None]) -> list[Line]:
+    return Fairness(url, client, sizes, say).run()
