@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from eventbus.keys import (
     TenantKeys,
     every_tenant_pattern,
-    platform_tenants,
+    platform_pattern,
     validate_tenant_id,
 )
 
@@ -226,8 +226,8 @@ def tenant_users(
 
 #: The platform pool reads the tenant registry; the provisioner (the platform's own
 #: onboarding code or an operator) writes it. Neither is a tenant's user.
-_REGISTRY_READ = ("smembers",)
-_REGISTRY_WRITE = ("sadd", "srem", "smembers")
+_REGISTRY_READ = ("smembers", "get")
+_REGISTRY_WRITE = ("sadd", "srem", "smembers", "incrby", "get", "multi", "exec")
 
 
 @dataclass(frozen=True)
@@ -241,10 +241,10 @@ class PlatformUser:
 
     def setuser_args(self) -> list[str]:
         if self.role == "pool":
-            patterns = [f"~{every_tenant_pattern()}", f"%R~{platform_tenants()}"]
+            patterns = [f"~{every_tenant_pattern()}", f"%R~{platform_pattern()}"]
             commands = tuple(dict.fromkeys(ROLES["worker"] + _REGISTRY_READ))
         else:
-            patterns = [f"~{platform_tenants()}"]
+            patterns = [f"~{platform_pattern()}"]
             commands = _CONNECTION + _REGISTRY_WRITE
         return [
             self.username,

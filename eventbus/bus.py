@@ -85,7 +85,7 @@ class TenantEventBus:
         self.settings = settings
         self._limits = self._request_limits()  # publish.lua's guard arguments
         self.redis = bus_client(redis)
-        self.scripts = Scripts(self.redis)
+        self.scripts = Scripts.of(self.redis)
         self._groups: dict[tuple[str, str], GroupStream] = {}
         #: Publishes refused by the agent guards, by reason (hop_limit, cycle, ...).
         self.refusals: Counter[str] = Counter()

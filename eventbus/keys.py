@@ -106,6 +106,17 @@ def platform_tenants() -> str:
     return PLATFORM_TENANTS
 
 
+def platform_tenants_version() -> str:
+    """A counter bumped with every change of the registry: pools read it each second and
+    the set only when it moved."""
+    return PLATFORM_TENANTS + ":version"
+
+
+def platform_pattern() -> str:
+    """The ACL key pattern of the registry's keys (the set and its counter)."""
+    return PLATFORM_TENANTS + "*"
+
+
 def every_tenant_pattern() -> str:
     """The ACL key pattern of every tenant's keys (a platform pool's user)."""
     return "t:*"

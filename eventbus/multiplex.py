@@ -21,6 +21,7 @@ to handle next*:
 from __future__ import annotations
 
 import heapq
+import math
 import random
 import time
 from collections import deque
@@ -39,6 +40,11 @@ from eventbus.handler import Handler
 from eventbus.redis_io import error_text
 
 SubscriptionKey = tuple[str, str, str]  # (tenant, stream, group)
+#: Maintenance times are rounded up to this grid (s): a due retry is at most this late.
+MAINTENANCE_GRID_S = 0.25
+#: ... and those further away (idle polls) to this one, so an idle worker with many
+#: members wakes about once per blocking read.
+IDLE_GRID_S = 2.0
 
 
 class InFlightGate(Protocol):
@@ -97,7 +103,7 @@ class Multiplexer:
         gate: InFlightGate | None = None,
         cluster: bool = False,
         refill_s: float = 0.01,
-        maintain_per_round: int = 32,
+        maintain_per_round: int = 64,
     ) -> None:
         self.consumer_name = consumer_name
         self.count = count
@@ -321,7 +327,13 @@ class Multiplexer:
     # -- maintenance -----------------------------------------------------------------------
 
     def _schedule(self, member: Member, due_at: float) -> None:
-        """Make sure ``member`` is maintained at ``due_at`` (or earlier)."""
+        """Make sure ``member`` is maintained at ``due_at`` (or earlier). Times are rounded
+        up to a grid (``MAINTENANCE_GRID_S``, ``IDLE_GRID_S`` when further off): an idle
+        worker with many members wakes for all that is due at once, not once per member."""
+        if due_at > 0:
+            soon = due_at - time.monotonic() < IDLE_GRID_S
+            grid = MAINTENANCE_GRID_S if soon else IDLE_GRID_S
+            due_at = math.ceil(due_at / grid) * grid
         known = self._due_at.get(member.key)
         if known is not None and known <= due_at:
             return
@@ -349,7 +361,7 @@ class Multiplexer:
             except (BusConnectionError, BusRefused):
                 self._schedule(member, 0.0)
                 raise
-            self._schedule(member, max(member.consumer.maintenance_due_at(), now + 0.05))
+            self._schedule(member, max(member.consumer.maintenance_due_at(), now + 0.01))
         return done
 
     def _lose(self, member: Member, exc: BaseException) -> None:

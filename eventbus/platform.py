@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import redis
 
-from eventbus.keys import platform_tenants, validate_tenant_id
+from eventbus.keys import platform_tenants, platform_tenants_version, validate_tenant_id
 from eventbus.redis_io import s, translated
 
 
@@ -19,6 +19,7 @@ class TenantRegistry:
     def __init__(self, client: redis.Redis) -> None:
         self._r = client
         self.key = platform_tenants()
+        self.version_key = platform_tenants_version()
 
     def tenants(self) -> list[str]:
         """Every registered tenant id, sorted (ids that are not valid names are skipped)."""
@@ -33,17 +34,27 @@ class TenantRegistry:
                 continue
         return sorted(out)
 
+    def version(self) -> int:
+        """The registry's change counter (0: never changed)."""
+        with translated("read the tenant registry's version"):
+            return int(self._r.get(self.version_key) or 0)
+
     def add(self, *tenant_ids: str) -> int:
         """Register tenants (idempotent); returns how many were new."""
-        ids = [validate_tenant_id(t) for t in tenant_ids]
-        with translated("register tenants"):
-            return int(self._r.sadd(self.key, *ids))
+        return self._change("sadd", tenant_ids)
 
     def remove(self, *tenant_ids: str) -> int:
         """Unregister tenants (their data stays); returns how many were registered."""
+        return self._change("srem", tenant_ids)
+
+    def _change(self, command: str, tenant_ids: tuple[str, ...]) -> int:
         ids = [validate_tenant_id(t) for t in tenant_ids]
-        with translated("unregister tenants"):
-            return int(self._r.srem(self.key, *ids))
+        with translated(f"change the tenant registry ({command})"):
+            pipe = self._r.pipeline(transaction=True)  # the set and its counter together
+            (pipe.sadd if command == "sadd" else pipe.srem)(self.key, *ids)
+            pipe.incr(self.version_key)
+            changed, _ = pipe.execute()
+        return int(changed)
 
     def ping(self) -> None:
         """Raise the bus's error if Redis cannot be reached now."""

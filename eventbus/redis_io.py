@@ -8,6 +8,7 @@ exceptions; everything else sees :mod:`eventbus.errors`.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, TypeVar, Union
@@ -64,6 +65,9 @@ _PIPELINE_ERROR = " of pipeline caused error: "
 DEFAULT_CONNECT_TIMEOUT_S = 2.0
 
 
+_SIBLINGS: weakref.WeakKeyDictionary[Any, AnyRedis] = weakref.WeakKeyDictionary()
+
+
 def bus_client(client: AnyRedis) -> AnyRedis:
     """The bus's own client on the same server: replies as raw bytes (entries may hold any
     bytes) and no retries inside redis-py, so that the bus's retry layer is the only one and
@@ -74,9 +78,19 @@ def bus_client(client: AnyRedis) -> AnyRedis:
     cluster client seeded with the caller's nodes: it still follows MOVED / ASK redirects
     itself (slot migrations), and after a connection error it refreshes its slot map
     before the error reaches the bus's retry, so the next try goes to the new master.
+    Buses made from one client share one sibling (a platform pool's worker holds a bus
+    per tenant: one pool of connections, not one each).
     """
-    if isinstance(client, RedisCluster):
-        return _cluster_sibling(client)
+    cluster = isinstance(client, RedisCluster)
+    key = client if cluster else client.connection_pool
+    found = _SIBLINGS.get(key)
+    if found is None:
+        found = _cluster_sibling(client) if cluster else _sibling(client)  # type: ignore[arg-type]
+        _SIBLINGS[key] = found
+    return found
+
+
+def _sibling(client: redis.Redis) -> redis.Redis:
     pool = client.connection_pool
     kwargs = dict(pool.connection_kwargs)
     kwargs["decode_responses"] = False

@@ -8,6 +8,8 @@ as redis-py raises them: :mod:`eventbus.groupstream` and :mod:`eventbus.bus` tra
 
 from __future__ import annotations
 
+import functools
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -22,6 +24,7 @@ from eventbus.redis_io import s as _s
 _INCLUDE = "-- @include "
 
 
+@functools.cache
 def load_source(name: str) -> str:
     """The source of ``eventbus/lua/<name>``, with ``-- @include`` lines expanded."""
     text = resources.files("eventbus").joinpath("lua").joinpath(name).read_text(encoding="utf-8")
@@ -106,6 +109,14 @@ class Scripts:
         self._reclaim = client.register_script(load_source("reclaim.lua"))
         self._trim_acked = client.register_script(load_source("trim_acked.lua"))
         self._delete_idle_consumer = client.register_script(load_source("delete_idle_consumer.lua"))
+
+    @classmethod
+    def of(cls, client: redis.Redis) -> Scripts:
+        """The scripts registered on ``client``: one set per client, shared by its buses."""
+        found = _REGISTERED.get(client)
+        if found is None:
+            found = _REGISTERED[client] = cls(client)
+        return found
 
     @staticmethod
     def _call(script: Script, keys: Sequence[str], args: Sequence[Any], client: Any) -> Any:
@@ -243,3 +254,6 @@ class Scripts:
             self._delete_idle_consumer, (stream_key,), [group, consumer, min_idle_ms], None
         )
         return int(reply) == 1
+
+
+_REGISTERED: weakref.WeakKeyDictionary[redis.Redis, Scripts] = weakref.WeakKeyDictionary()

@@ -66,6 +66,7 @@ class PoolGroups:
         self._buses: dict[str, TenantEventBus] = {}
         self._registry = TenantRegistry(client)
         self._tenants: list[str] = []
+        self._version = -1
         self._read_at = 0.0
 
     @property
@@ -91,7 +92,10 @@ class PoolGroups:
 
     def subscriptions(self) -> list[Subscription]:
         if self.wildcard and time.monotonic() - self._read_at >= 1.0:
-            self._tenants = self._registry.tenants()
+            version = self._registry.version()
+            if version != self._version:
+                self._tenants = self._registry.tenants()
+                self._version = version
             self._read_at = time.monotonic()
         return expand(self.settings.subscriptions, self._tenants)
 

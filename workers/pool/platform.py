@@ -34,7 +34,8 @@ from workers.pool.worker import EXIT_HANDLER_LOAD, SlotReporter, SlotState, star
 #: Entries read per stream per read: small, so a worker holds few events of one tenant
 #: that the others could have handled, and a graceful stop finishes them quickly.
 PLATFORM_COUNT = 10
-#: How often the tenants of ``"*"`` subscriptions are looked up (one SMEMBERS).
+#: How often the tenants of ``"*"`` subscriptions are looked up (a GET of the registry's
+#: counter; SMEMBERS when it moved).
 DISCOVERY_INTERVAL_S = 1.0
 
 
@@ -42,8 +43,8 @@ DISCOVERY_INTERVAL_S = 1.0
 #: worker holds hundreds of them. Retries a worker schedules wake it at their time anyway;
 #: the poll only finds retries whose scheduling worker died. Entries the supervisor's
 #: reclaimer hands to this worker are picked up at the reclaim interval.
-PLATFORM_RETRY_POLL_MS = 10_000
-PLATFORM_RECLAIM_INTERVAL_S = 60.0
+PLATFORM_RETRY_POLL_MS = 30_000
+PLATFORM_RECLAIM_INTERVAL_S = 120.0
 
 
 def platform_consumer_settings(given: ConsumerSettings) -> ConsumerSettings:
@@ -108,6 +109,8 @@ class PlatformWorker:
         self.consumer_settings = platform_consumer_settings(settings.consumer_settings())
         wildcard = any(s.every_tenant for s in settings.subscriptions)
         self.registry = TenantRegistry(client) if wildcard else None
+        self._version = -1
+        self._tenants: list[str] = []
         self.log = structlog.get_logger("workers.pool.platform").bind(consumer=name)
 
     def bus(self, tenant: str) -> TenantEventBus:
@@ -121,13 +124,17 @@ class PlatformWorker:
     def sync(self) -> None:
         """Add the subscriptions not yet consumed, remove those gone (after their
         buffered entries are handled)."""
-        tenants: list[str] = []
         if self.registry is not None:
             try:
-                tenants = self.registry.tenants()
+                version = self.registry.version()
+                if self.mux.members and version == self._version:
+                    return  # the registry has not changed
+                self._tenants = self.registry.tenants()
+                self._version = version
             except EventBusError as exc:  # keep what we have; the loop handles the outage
                 self.log.warning("tenant_discovery_failed", error=str(exc))
                 return
+        tenants = self._tenants
         wanted = {
             (s.tenant, s.stream, s.group): s for s in expand(self.settings.subscriptions, tenants)
         }

@@ -14,9 +14,6 @@ lines (monotonic ns) to a file.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
@@ -29,9 +26,9 @@ import redis
 from eventbus import AgentEvent, EventType, TenantEventBus
 from eventbus.fairness import jain_index
 from eventbus.platform import TenantRegistry
-from workers.tools.bench_handlers import LATENCY_FILE_ENV
+from workers.tools.bench_procs import PlatformPool
 from workers.tools.bench_report import Line
-from workers.tools.procs import cpu_s, rss_mb, worker_pids
+from workers.tools.procs import cpu_s, rss_mb
 
 ROOT = Path(__file__).resolve().parents[2]
 HANDLER = "workers.tools.bench_handlers:fair"
@@ -91,75 +88,6 @@ def _event(tenant: str, **data: object) -> AgentEvent:
         call_chain=["bench"],
         data=data,
     )
-
-
-class PlatformPool:
-    """``eventbus-supervisor --config`` in a subprocess; waits for its workers."""
-
-    def __init__(self, url: str, tmp: Path, name: str, tables: str, processes: int) -> None:
-        self.config = tmp / f"{name}.toml"
-        self.config.write_text(tables)
-        self.waits = tmp / f"{name}.waits"
-        self.waits.write_text("")
-        self.log = tmp / f"{name}.log"
-        self.args = [
-            "--redis-url", url, "--config", str(self.config), "--processes", str(processes),
-            "--log-format", "json", "--log-level", "info", "--grace-period-s", "5",
-        ]  # fmt: skip
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> PlatformPool:
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "workers.pool.supervisor", *self.args],
-                stdout=subprocess.DEVNULL,
-                stderr=log,
-                env={**os.environ, LATENCY_FILE_ENV: str(self.waits)},
-                cwd=ROOT,
-            )
-        return self
-
-    def pids(self) -> list[int]:
-        return worker_pids(self.proc.pid) if self.proc else []
-
-    def wait_ready(self, timeout_s: float = 300.0) -> None:
-        """Until the supervisor says its workers are up (READY)."""
-        deadline = time.monotonic() + timeout_s
-        while '"supervisor_ready"' not in self.log.read_text(errors="replace"):
-            if self.proc is not None and self.proc.poll() is not None:
-                raise RuntimeError(f"pool exited: {self.log.read_text()[-2000:]}")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"pool not ready: {self.log.read_text()[-2000:]}")
-            time.sleep(0.05)
-
-    def handled(self) -> list[tuple[str, int, int]]:
-        out = []
-        for line in self.waits.read_text().splitlines():
-            parts = line.split()
-            if len(parts) == 3:
-                out.append((parts[0], int(parts[1]), int(parts[2])))
-        return out
-
-    def wait_handled(self, n: int, timeout_s: float = 600.0) -> list[tuple[str, int, int]]:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            got = self.handled()
-            if len(got) >= n:
-                return got
-            if self.proc is not None and self.proc.poll() is not None:
-                raise RuntimeError(f"pool exited: {self.log.read_text()[-2000:]}")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{len(got)} of {n} handled: {self.log.read_text()[-2000:]}")
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
 
 
 def _table(tenant: str, group: str, **extra: object) -> str:
