@@ -11,9 +11,9 @@ to handle next*:
 * entries read wait in per-subscription buffers; the next one to handle is chosen by the
   fair scheduler (:mod:`eventbus.fairness`), charged the handler's run time, and held back
   while its tenant is at its in-flight limit (an :class:`InFlightGate` counts pool-wide);
-* while handling, subscriptions whose buffers ran dry are read again without blocking
-  every ``refill_s``, so a quiet tenant's new event waits at most about that long behind a
-  noisy tenant's backlog;
+* while handling, subscriptions whose buffers ran (nearly) dry are read again without
+  blocking every ``refill_s`` (longer with more than 100 such subscriptions), so a quiet
+  tenant's new event waits about that long behind a noisy tenant's backlog;
 * maintenance (due retries, reclaims) runs per subscription when it is due, at most
   ``maintain_per_round`` subscriptions per round, first ones staggered over the interval.
 """
@@ -102,7 +102,7 @@ class Multiplexer:
         block_ms: int = 2000,
         gate: InFlightGate | None = None,
         cluster: bool = False,
-        refill_s: float = 0.01,
+        refill_s: float = 0.002,
         maintain_per_round: int = 64,
     ) -> None:
         self.consumer_name = consumer_name
@@ -280,11 +280,15 @@ class Multiplexer:
         return batches
 
     def _read(self, *, block_ms: int | None, dry_only: bool) -> None:
+        """Read for every member, or (``dry_only``) those whose buffers are (nearly)
+        empty: a quarter of ``count`` left is read again, so a busy member does not wait
+        for the next refill with nothing in hand."""
         self._last_read = time.monotonic()
+        low = self.count // 4
         wanted = [
             m
             for m in self.members.values()
-            if not m.leaving and (not dry_only or not m.buffer) and m.consumer.ready
+            if not m.leaving and (not dry_only or len(m.buffer) <= low) and m.consumer.ready
         ]
         if not wanted:
             if block_ms:  # nothing to read from: wait for maintenance instead
