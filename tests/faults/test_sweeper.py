@@ -10,12 +10,13 @@ import time
 
 import redis
 
-from eventbus import DeadLetterQueue, TenantEventBus
+from eventbus import TenantEventBus
 from tests.conftest import wait_for
 from tests.faults.harness import make_event
 from tests.faults.ledger import Ledger, assert_nothing_lost
 from tests.process.pool import GROUP, STREAM, TENANT, pending_count
-from workers.pool.jobs import Sweeper
+from workers.pool.config import Subscription
+from workers.pool.jobs import PoolGroups, Sweeper
 from workers.pool.settings import PoolSettings
 
 
@@ -82,8 +83,11 @@ def test_a_sweep_before_the_workers_created_their_group_does_not_fail(
     tbus: TenantEventBus, client: redis.Redis
 ) -> None:
     tbus.publish(STREAM, make_event(i=0))  # the stream exists, the pool's group not yet
-    settings = PoolSettings(redis_url="", tenant=TENANT, stream=STREAM, group=GROUP, handler="x:y")
-    sweeper = Sweeper(tbus, DeadLetterQueue(client, TENANT), settings, lambda: [])
+    one = Subscription(TENANT, STREAM, GROUP, "x:y")
+    settings = PoolSettings(
+        redis_url="", tenant=TENANT, stream=STREAM, group=GROUP, handler="x:y", subscriptions=(one,)
+    )
+    sweeper = Sweeper(PoolGroups(client, settings), lambda: [])
     counts = sweeper.tick()  # a pool's first tick races its workers' group creation
     assert counts["consumers_removed"] == 0 and counts["trimmed"] == 0
     assert client.xlen(tbus.keys.stream(STREAM)) == 1

@@ -208,6 +208,8 @@ class Sweeper:
 
     def tick(self) -> dict[str, int]:
         chosen, full_circle = self.rotation.next_slice()
+        if not chosen:
+            return {}
         if not self.pool.platform:
             one = self.sweep(chosen[0])
             chosen[0].log.bind(job="sweeper").info("sweep", **one)

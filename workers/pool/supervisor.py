@@ -196,7 +196,7 @@ class Supervisor:
                 if signum == signal.SIGHUP:
                     self._begin_reload()
             self._reap_and_respawn()
-            self._check_timeouts()
+            self._hung.check(self.slots, self.settings)  # hung handlers
             self._advance_reload()
             now = time.monotonic()
             if not ready_sent and (
@@ -231,7 +231,7 @@ class Supervisor:
             return
         from workers.pool.metrics import MetricsServer
 
-        sub = st.subscriptions[0]  # main() refuses metrics with several subscriptions
+        sub = st.subscriptions[0]  # settings refuse metrics with several subscriptions
         self._metrics = MetricsServer(
             st.metrics_host,
             st.metrics_port,
@@ -304,11 +304,6 @@ class Supervisor:
             respawn_in_s=round(delay, 2),
         )
         slot.respawn_at = now + delay
-
-    # -- hung handlers ----------------------------------------------------------------------
-
-    def _check_timeouts(self) -> None:
-        self._hung.check(self.slots, self.settings)
 
     # -- reload -----------------------------------------------------------------------------
 
