@@ -116,6 +116,7 @@ class Multiplexer:
         self.members: dict[SubscriptionKey, Member] = {}
         self._by_stream_key: dict[str, Member] = {}
         self._ready: dict[SubscriptionKey, None] = {}  # members with entries buffered
+        self._limits: dict[str, int] = {}  # tenant -> its least max_in_flight
         self._due: list[tuple[float, int, SubscriptionKey]] = []  # maintenance heap
         self._due_at: dict[SubscriptionKey, float] = {}
         self._seq = 0
@@ -147,6 +148,7 @@ class Multiplexer:
         for stream_key in consumer.group_stream.keys:
             self._by_stream_key[stream_key] = member
         self.scheduler.add(key, weight=weight, tenant=key[0])
+        self._set_limits()
         if stagger_s > 0:
             consumer.stagger(random.uniform(0, stagger_s))
         self._schedule(member, 0.0)
@@ -166,6 +168,7 @@ class Multiplexer:
         self.scheduler.remove(member.key)
         self._due_at.pop(member.key, None)
         self._ready.pop(member.key, None)
+        self._set_limits()
         member.consumer.close()
 
     def every(self, interval_s: float, fn: Callable[[], object]) -> None:
@@ -173,6 +176,14 @@ class Multiplexer:
         e.g. to add and remove members as tenants come and go."""
         self._tick = (interval_s, fn)
         self._tick_at = time.monotonic() + interval_s
+
+    def _set_limits(self) -> None:
+        """Each limited tenant's in-flight limit (the least of its subscriptions')."""
+        limits: dict[str, int] = {}
+        for m in self.members.values():
+            if m.max_in_flight is not None:
+                limits[m.tenant] = min(limits.get(m.tenant, m.max_in_flight), m.max_in_flight)
+        self._limits = limits
 
     def stop(self) -> None:
         """Stop reading; handle what is read already, then return from :meth:`run` (a
@@ -237,22 +248,16 @@ class Multiplexer:
         self._read(block_ms=self._block_ms(), dry_only=False)
         return done
 
+    def _allowed(self, tenant: str) -> bool:
+        return self.gate.allowed(tenant, self._limits.get(tenant))
+
     def _handle_next(self) -> int:
-        ready = list(self._ready)
-
-        def allowed(tenant: str) -> bool:
-            return any(
-                self.gate.allowed(tenant, self.members[k].max_in_flight)
-                for k in ready
-                if k[0] == tenant
-            )
-
-        key = self.scheduler.pick(ready, allowed)
+        key = self.scheduler.pick(self._ready, self._allowed if self._limits else None)
         if key is None:  # every tenant with events waiting is at its in-flight limit
             time.sleep(0.005)
             return 0
         member = self.members[key]  # type: ignore[index]
-        if not self.gate.start(member.tenant, member.max_in_flight):
+        if not self.gate.start(member.tenant, self._limits.get(member.tenant)):
             return 0  # another worker took the last place meanwhile: pick again
         entry = member.buffer.popleft()
         if not member.buffer:

@@ -39,20 +39,25 @@ PLATFORM_COUNT = 10
 DISCOVERY_INTERVAL_S = 1.0
 
 
-#: Idle maintenance of each subscription in a platform pool, at least this far apart: a
-#: worker holds hundreds of them. Retries a worker schedules wake it at their time anyway;
+#: Idle maintenance of each subscription in a platform pool, at most this far apart (a
+#: worker may hold a thousand). Retries a worker schedules wake it at their time anyway;
 #: the poll only finds retries whose scheduling worker died. Entries the supervisor's
 #: reclaimer hands to this worker are picked up at the reclaim interval.
 PLATFORM_RETRY_POLL_MS = 30_000
 PLATFORM_RECLAIM_INTERVAL_S = 120.0
 
 
-def platform_consumer_settings(given: ConsumerSettings) -> ConsumerSettings:
+def platform_consumer_settings(given: ConsumerSettings, members: int) -> ConsumerSettings:
+    """A member's settings in a worker of ``members`` subscriptions: idle work per
+    subscription is spread thinner the more there are (0.1 s of reclaim interval and
+    30 ms of retry poll per subscription, never below the pool's own settings)."""
     return replace(
         given,
         count=min(given.count, PLATFORM_COUNT),
-        retry_poll_ms=max(given.retry_poll_ms, PLATFORM_RETRY_POLL_MS),
-        reclaim_interval_s=max(given.reclaim_interval_s, PLATFORM_RECLAIM_INTERVAL_S),
+        retry_poll_ms=max(given.retry_poll_ms, min(PLATFORM_RETRY_POLL_MS, 30 * members)),
+        reclaim_interval_s=max(
+            given.reclaim_interval_s, min(PLATFORM_RECLAIM_INTERVAL_S, 0.1 * members)
+        ),
     )
 
 
@@ -106,7 +111,7 @@ class PlatformWorker:
             gate=gate,
         )
         self.buses: dict[str, TenantEventBus] = {}
-        self.consumer_settings = platform_consumer_settings(settings.consumer_settings())
+        self.consumer_settings = settings.consumer_settings()
         wildcard = any(s.every_tenant for s in settings.subscriptions)
         self.registry = TenantRegistry(client) if wildcard else None
         self._version = -1
@@ -139,6 +144,9 @@ class PlatformWorker:
             (s.tenant, s.stream, s.group): s for s in expand(self.settings.subscriptions, tenants)
         }
         first = not self.mux.members
+        self.consumer_settings = platform_consumer_settings(
+            self.settings.consumer_settings(), len(wanted)
+        )
         for key, sub in wanted.items():
             if key not in self.mux.members:
                 self._add(sub)
