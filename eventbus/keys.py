@@ -98,7 +98,7 @@ def glob_escape(text: str) -> str:
 
 #: The platform's tenant registry (set of tenant ids): outside every tenant's keys, written
 #: at provisioning (``eventbus tenants add``), read by platform pools for ``tenant = "*"``.
-PLATFORM_TENANTS = "eventbus:tenants"
+PLATFORM_TENANTS = "eventbus:{tenants}"  # the tag: the set and its counter share a slot
 
 
 def platform_tenants() -> str:

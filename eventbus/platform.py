@@ -7,16 +7,14 @@ tenant to another's data: a pool reads one small set once a second.
 
 from __future__ import annotations
 
-import redis
-
 from eventbus.keys import platform_tenants, platform_tenants_version, validate_tenant_id
-from eventbus.redis_io import s, translated
+from eventbus.redis_io import AnyRedis, s, translated
 
 
 class TenantRegistry:
     """The platform's tenant ids (a Redis set)."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: AnyRedis) -> None:
         self._r = client
         self.key = platform_tenants()
         self.version_key = platform_tenants_version()

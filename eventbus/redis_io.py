@@ -81,11 +81,13 @@ def bus_client(client: AnyRedis) -> AnyRedis:
     Buses made from one client share one sibling (a platform pool's worker holds a bus
     per tenant: one pool of connections, not one each).
     """
-    cluster = isinstance(client, RedisCluster)
-    key = client if cluster else client.connection_pool
+    key: Any = client if isinstance(client, RedisCluster) else client.connection_pool
     found = _SIBLINGS.get(key)
     if found is None:
-        found = _cluster_sibling(client) if cluster else _sibling(client)  # type: ignore[arg-type]
+        if isinstance(client, RedisCluster):
+            found = _cluster_sibling(client)
+        else:
+            found = _sibling(client)
         _SIBLINGS[key] = found
     return found
 

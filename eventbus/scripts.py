@@ -111,7 +111,7 @@ class Scripts:
         self._delete_idle_consumer = client.register_script(load_source("delete_idle_consumer.lua"))
 
     @classmethod
-    def of(cls, client: redis.Redis) -> Scripts:
+    def of(cls, client: AnyRedis) -> Scripts:
         """The scripts registered on ``client``: one set per client, shared by its buses."""
         found = _REGISTERED.get(client)
         if found is None:
@@ -256,4 +256,4 @@ class Scripts:
         return int(reply) == 1
 
 
-_REGISTERED: weakref.WeakKeyDictionary[redis.Redis, Scripts] = weakref.WeakKeyDictionary()
+_REGISTERED: weakref.WeakKeyDictionary[AnyRedis, Scripts] = weakref.WeakKeyDictionary()

@@ -62,4 +62,5 @@ def test_start_pool_help_and_a_missing_env_file(tmp_path: Path) -> None:
     missing = str(tmp_path / "nope.env")
     refused = subprocess.run([script, missing], capture_output=True, text=True, timeout=120)
     assert refused.returncode == 2
-    assert refused.stderr.strip().splitlines()[-1] == f"start-pool: error: no env file '{missing}'"
+    last = refused.stderr.strip().splitlines()[-1]
+    assert last == f"start-pool: error: no env file or config file '{missing}'"

@@ -11,12 +11,11 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import redis
-
 from eventbus.acl import PlatformUser, TenantUser, platform_users, tenant_users
 from eventbus.bus import TenantEventBus
 from eventbus.dlq import DeadLetterQueue
 from eventbus.platform import TenantRegistry
+from eventbus.redis_io import AnyRedis
 from eventbus.settings import DEFAULT_REDIS_URL
 from eventbus.stats import tenant_stats
 from workers.cli.format import dumps, table
@@ -84,6 +83,9 @@ def _tenants_parser() -> argparse.ArgumentParser:
         default=os.environ.get("EVENTBUS_REDIS_URL", DEFAULT_REDIS_URL),
         help=f"Redis URL [env EVENTBUS_REDIS_URL; default {DEFAULT_REDIS_URL}]",
     )
+    parser.add_argument(
+        "--redis-cluster", action="store_true", help="the URL is a seed node of a Redis Cluster"
+    )
     cmds = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     for action, text in (("add", "register tenants"), ("remove", "unregister tenants")):
         p = cmds.add_parser(action, help=f"{text} (their data is not touched)")
@@ -101,10 +103,10 @@ def url_of(argv: list[str]) -> str | None:
     return str(args.redis_url)
 
 
-def tenants(argv: list[str], connect: Callable[[str], redis.Redis]) -> int:
+def tenants(argv: list[str], connect: Callable[..., AnyRedis]) -> int:
     """``eventbus tenants add|remove|list``."""
     args = _tenants_parser().parse_args(argv)
-    registry = TenantRegistry(connect(args.redis_url))
+    registry = TenantRegistry(connect(args.redis_url, cluster=args.redis_cluster))
     if args.action == "list":
         for tenant in registry.tenants():
             print(tenant)
@@ -123,7 +125,7 @@ def _num(value: int | None) -> str:
 _ALL_HEADERS = ("TENANT", "STREAM", "GROUP", "LAG", "PENDING", "SCHEDULED", "DLQ")
 
 
-def all_tenants_rows(client: redis.Redis) -> list[dict[str, Any]]:
+def all_tenants_rows(client: AnyRedis) -> list[dict[str, Any]]:
     """One row per (tenant, stream, group) of every registered tenant, by lag (largest
     first; a lag Redis cannot tell, null, first of all: it needs a look)."""
     rows: list[dict[str, Any]] = []
@@ -147,7 +149,7 @@ def all_tenants_rows(client: redis.Redis) -> list[dict[str, Any]]:
     return rows
 
 
-def all_tenants_stats(client: redis.Redis, as_json: bool) -> int:
+def all_tenants_stats(client: AnyRedis, as_json: bool) -> int:
     """``eventbus stats --all-tenants [--json]``."""
     rows = all_tenants_rows(client)
     if as_json:

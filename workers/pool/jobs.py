@@ -13,7 +13,6 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import redis
 import structlog
 
 from eventbus import DeadLetterQueue, TenantEventBus
@@ -21,6 +20,7 @@ from eventbus.groupstream import GroupStream
 from eventbus.handler import OutcomeCallback
 from eventbus.outcomes import Outcomes
 from eventbus.platform import TenantRegistry
+from eventbus.redis_io import AnyRedis
 from workers.pool.config import Subscription, expand
 from workers.pool.settings import PoolSettings
 
@@ -60,7 +60,7 @@ class PoolGroups:
     :class:`~eventbus.groupstream.GroupStream` per concrete subscription, the tenants of
     ``"*"`` subscriptions read from the platform registry (at most once a second)."""
 
-    def __init__(self, client: redis.Redis, settings: PoolSettings) -> None:
+    def __init__(self, client: AnyRedis, settings: PoolSettings) -> None:
         self.client = client
         self.settings = settings
         self._buses: dict[str, TenantEventBus] = {}

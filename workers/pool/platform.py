@@ -17,7 +17,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import replace
 
-import redis
 import structlog
 
 from eventbus import DeadLetterQueue, EventConsumer, TenantEventBus
@@ -25,6 +24,7 @@ from eventbus.errors import EventBusError
 from eventbus.handler import DeliveryObserver, Handler
 from eventbus.multiplex import Multiplexer
 from eventbus.platform import TenantRegistry
+from eventbus.redis_io import AnyRedis, connect
 from eventbus.settings import ConsumerSettings
 from workers.pool.config import Subscription, expand
 from workers.pool.loader import HandlerLoadError, load_handler
@@ -93,7 +93,7 @@ class PlatformWorker:
         self,
         settings: PoolSettings,
         name: str,
-        client: redis.Redis,
+        client: AnyRedis,
         slot: SlotState,
         peers: Sequence[SlotState],
         handlers: dict[str, Handler],
@@ -109,6 +109,7 @@ class PlatformWorker:
             count=min(settings.batch_size, PLATFORM_COUNT),
             block_ms=settings.block_ms,
             gate=gate,
+            cluster=settings.redis_cluster,
         )
         self.buses: dict[str, TenantEventBus] = {}
         self.consumer_settings = settings.consumer_settings()
@@ -198,7 +199,7 @@ def run_platform_worker(
         except HandlerLoadError as exc:
             log.error("handler_load_failed", error=str(exc))
             raise SystemExit(EXIT_HANDLER_LOAD) from None
-    client = redis.Redis.from_url(settings.redis_url, client_name=name)
+    client = connect(settings.redis_url, cluster=settings.redis_cluster, client_name=name)
     worker = PlatformWorker(settings, name, client, slot, peers, handlers)
     if not start_worker(log, worker.mux, parent_pid):
         return

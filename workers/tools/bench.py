@@ -27,7 +27,6 @@ from typing import Any
 import redis
 
 from eventbus import TenantEventBus
-from eventbus.keys import TenantKeys
 from eventbus.settings import BusSettings
 from eventbus.trace import read_trace
 from workers.tools import bench_fair
