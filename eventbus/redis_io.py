@@ -182,6 +182,18 @@ def disconnect(client: AnyRedis) -> None:
         client.connection_pool.disconnect()
 
 
+def drop_connections(client: AnyRedis) -> None:
+    """Close the client's open connections and keep it usable: they are made again on next
+    use. (:func:`disconnect` of a cluster client is ``RedisCluster.close``, after which it
+    cannot be used.)"""
+    if isinstance(client, RedisCluster):
+        for node in client.get_nodes():  # type: ignore[no-untyped-call]
+            if node.redis_connection is not None:
+                node.redis_connection.connection_pool.disconnect()
+    else:
+        client.connection_pool.disconnect()
+
+
 def _socket_timeout(client: AnyRedis) -> float | None:
     if isinstance(client, RedisCluster):
         value = client.nodes_manager.connection_kwargs.get("socket_timeout")

@@ -27,6 +27,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from eventbus.acl import tenant_users
 from tests.conftest import wait_for
+from workers.tools.localcluster import LocalCluster
 from workers.tools.localredis import LocalRedis, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -76,7 +77,9 @@ class Console:
         return self.log_path.read_text(errors="replace")
 
 
-def start_console(server: LocalRedis, tmp: Path, *extra: str, tls: bool = False) -> Console:
+def start_console(
+    server: LocalRedis | LocalCluster, tmp: Path, *extra: str, tls: bool = False
+) -> Console:
     port = free_port()
     log_path = tmp / f"console-{port}.log"
     with open(log_path, "wb") as log_file:

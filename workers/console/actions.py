@@ -6,6 +6,7 @@ in the tenant's audit stream."""
 from __future__ import annotations
 
 import secrets
+from functools import partial
 from typing import Any
 from urllib.parse import urlencode
 
@@ -101,7 +102,11 @@ async def login_post(request: Request) -> Response:
     settings = settings_of(request)
     try:
         client = await run_in_threadpool(
-            check_login, settings.redis_url, username, password, tenant
+            partial(check_login, cluster=settings.redis_cluster),
+            settings.redis_url,
+            username,
+            password,
+            tenant,
         )
     except LoginFailed as exc:
         log.info("console_login_failed", user=username, tenant=tenant, reason=str(exc))

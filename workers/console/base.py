@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlencode
 
 import redis
+from redis.exceptions import RedisClusterException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.templating import Jinja2Templates
@@ -156,7 +157,9 @@ def as_page(tenant: str) -> Iterator[None]:
         raise PageError(502, f"Redis answered with an error: {exc}") from None
     except redis.exceptions.NoPermissionError:
         raise PageError(403, f"no access to tenant {tenant!r}: Redis refused it") from None
-    except (redis.ConnectionError, redis.TimeoutError):
+    except (redis.ConnectionError, redis.TimeoutError, RedisClusterException):
+        # RedisClusterException: a cluster client found no node to read the slot map from
+        # (making a tenant's handles during a failover)
         raise PageError(503, "cannot reach Redis; try again in a moment") from None
     except redis.RedisError as exc:
         raise PageError(502, f"Redis answered with an error: {exc}") from None

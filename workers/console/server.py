@@ -59,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             advice="passwords cross the network in clear: use --tls-cert/--tls-key or a TLS proxy",
         )
     log.info("console_started", host=settings.host, port=settings.port, tls=settings.tls,
-             read_only=settings.read_only)  # fmt: skip
+             read_only=settings.read_only, redis_cluster=settings.redis_cluster)  # fmt: skip
     sock = _listen(settings.host, settings.port)
     config = uvicorn.Config(
         create_app(settings),

@@ -6,13 +6,17 @@ from __future__ import annotations
 import secrets
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import redis
 import structlog
 from redis.backoff import NoBackoff
+from redis.cluster import RedisCluster
 from redis.connection import parse_url
+from redis.exceptions import RedisClusterException
 from redis.retry import Retry
 
 from eventbus.audit import AuditLog
@@ -21,7 +25,7 @@ from eventbus.dlq import DeadLetterQueue
 from eventbus.dlqview import BulkRun
 from eventbus.errors import BusConnectionError, BusRefused, EventBusError
 from eventbus.keys import validate_tenant_id
-from eventbus.redis_io import disconnect
+from eventbus.redis_io import AnyRedis, disconnect, drop_connections
 from workers.console.settings import ConsoleSettings
 
 log = structlog.get_logger("eventbus.console")
@@ -40,6 +44,17 @@ def is_noperm(exc: BaseException) -> bool:
     return isinstance(cause, redis.exceptions.NoPermissionError) or "NOPERM" in str(exc)
 
 
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and what it was raised from or while handling (a cluster client's
+    RedisClusterException wraps the error of the node it tried last)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
 TENANTS_KEPT = 8  # tenants' handles kept per session (each holds a connection pool)
 
 
@@ -53,7 +68,7 @@ class TenantHandles:
     audit: AuditLog
 
     @classmethod
-    def open(cls, client: redis.Redis, tenant: str) -> TenantHandles:
+    def open(cls, client: AnyRedis, tenant: str) -> TenantHandles:
         return cls(
             TenantEventBus(client, tenant),
             DeadLetterQueue(client, tenant),
@@ -70,7 +85,7 @@ class Session:
     sid: str
     username: str
     tenant: str  # chosen at login; other tenants are reachable if Redis allows
-    client: redis.Redis
+    client: AnyRedis  # a seed: each tenant's handles talk through siblings of it
     csrf: str
     forced_read_only: bool
     created: float = field(default_factory=time.monotonic)
@@ -97,7 +112,7 @@ class Session:
             for handles in self._handles.values():
                 handles.close()
             self._handles.clear()
-        self.client.connection_pool.disconnect()
+        disconnect(self.client)
 
     def can_change(self, tenant: str) -> bool:
         """False under --read-only, or when this user may not write the tenant's keys.
@@ -122,50 +137,78 @@ class Session:
         return out
 
 
-def connect_as(url: str, username: str, password: str) -> redis.Redis:
+def _without_credentials(url: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[-1]))
+
+
+def connect_as(url: str, username: str, password: str, *, cluster: bool = False) -> AnyRedis:
     """A bytes client on ``url`` authenticated as the operator (the URL's own credentials,
-    if any, are ignored)."""
-    options: dict[str, Any] = dict(parse_url(url))  # type: ignore[no-untyped-call]
-    options.update(
-        username=username,
-        password=password,
-        socket_connect_timeout=CONNECT_TIMEOUT_S,
-        socket_timeout=SOCKET_TIMEOUT_S,
-        retry=Retry(NoBackoff(), 1),
-        decode_responses=False,
-    )
-    return redis.Redis(connection_pool=redis.ConnectionPool(**options))
+    if any, are ignored). With ``cluster``, a Redis Cluster client seeded with the URL's
+    node: it reads the slot map now, so a refusal or an unreachable cluster raises here
+    (RedisClusterException, raised from the node's error)."""
+    options: dict[str, Any] = {
+        "username": username,
+        "password": password,
+        "socket_connect_timeout": CONNECT_TIMEOUT_S,
+        "socket_timeout": SOCKET_TIMEOUT_S,
+        "retry": Retry(NoBackoff(), 1),
+        "decode_responses": False,
+    }
+    if cluster:
+        return RedisCluster.from_url(_without_credentials(url), **options)
+    parsed: dict[str, Any] = dict(parse_url(url))  # type: ignore[no-untyped-call]
+    return redis.Redis(connection_pool=redis.ConnectionPool(**{**parsed, **options}))
 
 
-def check_login(url: str, username: str, password: str, tenant: str) -> redis.Redis:
+def _login_refused(exc: BaseException, username: str, tenant: str) -> LoginFailed:
+    """What the operator is told when connecting or the first commands failed."""
+    causes = list(_causes(exc))
+    if any(isinstance(c, redis.AuthenticationError) for c in causes):
+        return LoginFailed("invalid username or password")
+    if is_noperm(exc) or any(isinstance(c, redis.exceptions.NoPermissionError) for c in causes):
+        if isinstance(exc, RedisClusterException):  # refused CLUSTER SLOTS: keyless
+            return LoginFailed(
+                f"Redis refused: user {username!r} may not read the cluster's slot map "
+                "(CLUSTER SLOTS)"
+            )
+        return LoginFailed(f"no access to tenant {tenant!r} for user {username!r}")
+    if isinstance(exc, BusRefused):
+        return LoginFailed(f"Redis refused: {exc}")
+    if any(isinstance(c, (redis.ConnectionError, redis.TimeoutError)) for c in causes):
+        return LoginFailed("cannot reach Redis; try again later")
+    if isinstance(exc, BusConnectionError):
+        return LoginFailed("cannot reach Redis; try again later")
+    return LoginFailed(f"Redis refused the login: {exc}")
+
+
+def check_login(
+    url: str, username: str, password: str, tenant: str, *, cluster: bool = False
+) -> AnyRedis:
     """A client for a user that Redis accepts and that may read ``tenant``'s streams;
-    :class:`LoginFailed` with the reason otherwise."""
+    :class:`LoginFailed` with the reason otherwise. With ``cluster``, ``url`` is a seed
+    node of a Redis Cluster."""
     if not username or not password:
         raise LoginFailed("enter a username and a password")
     try:
         validate_tenant_id(tenant)
     except ValueError as exc:
         raise LoginFailed(str(exc)) from None
-    client = connect_as(url, username, password)
+    client: AnyRedis | None = None
     bus: TenantEventBus | None = None
     try:
+        client = connect_as(url, username, password, cluster=cluster)
         client.ping()
         bus = TenantEventBus(client, tenant)
         bus.streams()
-    except redis.AuthenticationError:
-        raise LoginFailed("invalid username or password") from None
-    except (redis.ConnectionError, redis.TimeoutError, BusConnectionError):
-        raise LoginFailed("cannot reach Redis; try again later") from None
-    except (BusRefused, redis.exceptions.NoPermissionError) as exc:
-        if is_noperm(exc):
-            raise LoginFailed(f"no access to tenant {tenant!r} for user {username!r}") from None
-        raise LoginFailed(f"Redis refused: {exc}") from None
-    except (EventBusError, redis.RedisError) as exc:
-        raise LoginFailed(f"Redis refused the login: {exc}") from None
+    except (EventBusError, redis.RedisError, RedisClusterException) as exc:
+        if client is not None:
+            disconnect(client)
+        raise _login_refused(exc, username, tenant) from None
     finally:
         if bus is not None:
             disconnect(bus.redis)
-        client.connection_pool.disconnect()  # sessions connect through their handles
+    drop_connections(client)  # sessions connect through their handles
     return client
 
 
@@ -177,7 +220,7 @@ class SessionStore:
         self._sessions: dict[str, Session] = {}
         self._lock = threading.Lock()
 
-    def create(self, username: str, tenant: str, client: redis.Redis) -> Session:
+    def create(self, username: str, tenant: str, client: AnyRedis) -> Session:
         session = Session(
             sid=secrets.token_urlsafe(32),
             username=username,

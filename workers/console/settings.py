@@ -16,6 +16,7 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 #: The environment variables ``eventbus web`` reads (each the twin of a flag).
 ENV_NAMES = (
     "EVENTBUS_REDIS_URL",
+    "EVENTBUS_REDIS_CLUSTER",
     "EVENTBUS_WEB_HOST",
     "EVENTBUS_WEB_PORT",
     "EVENTBUS_TENANT",
@@ -32,6 +33,7 @@ ENV_NAMES = (
 @dataclass(frozen=True)
 class ConsoleSettings:
     redis_url: str = DEFAULT_REDIS_URL  # where operators' credentials are checked
+    redis_cluster: bool = False  # redis_url is a seed node of a Redis Cluster
     host: str = "127.0.0.1"  # loopback unless told otherwise
     port: int = 8080
     default_tenant: str = ""  # pre-filled on the login form
@@ -79,6 +81,15 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         "--redis-url",
         default=env("EVENTBUS_REDIS_URL", d.redis_url),
         help=f"Redis to log in to; no credentials in it [EVENTBUS_REDIS_URL; {d.redis_url}]",
+    )
+    p.add_argument(
+        "--redis-cluster",
+        nargs="?",
+        const="true",
+        type=boolean,
+        default=env("EVENTBUS_REDIS_CLUSTER", "false"),
+        help="--redis-url is a seed node of a Redis Cluster (the console finds the other "
+        "nodes) [EVENTBUS_REDIS_CLUSTER]",
     )
     p.add_argument(
         "--host",
@@ -166,6 +177,7 @@ def parse_settings(argv: Sequence[str], environ: Mapping[str, str]) -> ConsoleSe
         parser.error("--redis-url must not carry credentials: operators log in with theirs")
     return ConsoleSettings(
         redis_url=a.redis_url,
+        redis_cluster=a.redis_cluster,
         host=a.host,
         port=a.port,
         default_tenant=a.tenant,
