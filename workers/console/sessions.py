@@ -25,7 +25,7 @@ from eventbus.dlq import DeadLetterQueue
 from eventbus.dlqview import BulkRun
 from eventbus.errors import BusConnectionError, BusRefused, EventBusError
 from eventbus.keys import validate_tenant_id
-from eventbus.redis_io import AnyRedis, disconnect, drop_connections
+from eventbus.redis_io import AnyRedis, bus_client, disconnect, drop_connections
 from workers.console.settings import ConsoleSettings
 
 log = structlog.get_logger("eventbus.console")
@@ -55,13 +55,14 @@ def _causes(exc: BaseException) -> Iterator[BaseException]:
         current = current.__cause__ or current.__context__
 
 
-TENANTS_KEPT = 8  # tenants' handles kept per session (each holds a connection pool)
+TENANTS_KEPT = 8  # tenants' handles kept per session
 
 
 @dataclass(frozen=True)
 class TenantHandles:
-    """The library objects of one tenant, as this session's user (made once: each owns a
-    connection pool)."""
+    """The library objects of one tenant, as this session's user (made once). They talk
+    through the session's one bus client (``redis_io.bus_client`` of the session's client,
+    shared by every tenant's handles), so dropping them closes no connection."""
 
     bus: TenantEventBus
     dlq: DeadLetterQueue
@@ -74,10 +75,6 @@ class TenantHandles:
             DeadLetterQueue(client, tenant),
             AuditLog(client, tenant),
         )
-
-    def close(self) -> None:
-        for client in (self.bus.redis, self.dlq.redis, self.audit.redis):
-            disconnect(client)
 
 
 @dataclass
@@ -103,15 +100,14 @@ class Session:
             found = self._handles.get(tenant)
             if found is None:
                 if len(self._handles) >= TENANTS_KEPT:
-                    self._handles.pop(next(iter(self._handles))).close()
+                    del self._handles[next(iter(self._handles))]
                 found = self._handles[tenant] = TenantHandles.open(self.client, tenant)
             return found
 
     def close(self) -> None:
         with self._handles_lock:
-            for handles in self._handles.values():
-                handles.close()
             self._handles.clear()
+        disconnect(bus_client(self.client))  # the handles' shared client (made at login)
         disconnect(self.client)
 
     def can_change(self, tenant: str) -> bool:
@@ -202,13 +198,15 @@ def check_login(
         bus = TenantEventBus(client, tenant)
         bus.streams()
     except (EventBusError, redis.RedisError, RedisClusterException) as exc:
+        if bus is not None:
+            disconnect(bus.redis)
         if client is not None:
             disconnect(client)
         raise _login_refused(exc, username, tenant) from None
-    finally:
-        if bus is not None:
-            disconnect(bus.redis)
-    drop_connections(client)  # sessions connect through their handles
+    # The session talks through bus.redis (the one bus client of ``client``, kept open for
+    # its handles); the operator's own client is only their seed. Not closed: a cluster
+    # client cannot be used after RedisCluster.close.
+    drop_connections(client)
     return client
 
 
