@@ -13,6 +13,7 @@ from redis.cluster import RedisCluster
 
 from eventbus import DeadLetterQueue, TenantEventBus
 from eventbus.acl import tenant_users
+from eventbus.redis_io import bus_client, disconnect
 from tests.console.conftest import start_console, stop_console, user
 from tests.console.test_server import Http
 from tests.integration.helpers import make_event
@@ -107,4 +108,5 @@ def test_cluster_login_refusals_name_the_cause(
     try:
         assert TenantEventBus(client, "acme").streams() == []  # flushed: none yet
     finally:
-        client.close()
+        disconnect(bus_client(client))
+        disconnect(client)
