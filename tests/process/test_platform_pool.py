@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import redis
 
-from eventbus import AgentEvent, EventType, TenantEventBus
+from eventbus import AgentEvent, DeadLetterQueue, EventType, TenantEventBus
 from eventbus.platform import TenantRegistry
 from tests.conftest import wait_for
 from tests.process.pool import HANDLER, Pool
@@ -149,4 +149,26 @@ def test_sighup_adds_and_removes_subscriptions_without_losing_entries(
     # what the removed subscription's workers had read was handled and acked before they
     # stopped: nothing is left pending on it
     assert not acme.get_pending("old", "agents")
+    assert pool.stop() == 0
+
+
+def test_a_tenant_table_gives_one_tenant_its_own_hop_limit(
+    make_pool: Any, r: redis.Redis, tmp_path: Path
+) -> None:
+    config = _config(
+        tmp_path,
+        _table("acme", "tasks"),
+        _table("globex", "tasks"),
+        "[tenants.acme]\nmax_hops = 2\n",
+    )
+    pool = make_pool(config=config, processes=1).start()
+    chain = ["user", "planner", "writer"]  # 3 hops: over acme's limit, under the pool's 32
+    for tenant in ("acme", "globex"):
+        TenantEventBus(r, tenant).publish("tasks", _event(tenant).model_copy(
+            update={"call_chain": chain, "source_agent_id": "writer"}))  # fmt: skip
+    dlq = DeadLetterQueue(r, "acme")
+    wait_for(lambda: _done(pool)[("globex", "tasks")] == 1 and dlq.count("tasks") == 1, 60)
+    [letter] = dlq.list_dlq_messages("tasks")
+    assert letter.reason == "hop_limit"
+    assert _done(pool)[("acme", "tasks")] == 0 and DeadLetterQueue(r, "globex").count("tasks") == 0
     assert pool.stop() == 0

@@ -190,3 +190,37 @@ def test_the_shipped_platform_example_is_a_valid_config() -> None:
     s = parse_settings(["--config", str(path)], {})
     assert [sub.tenant for sub in s.subscriptions] == ["*", "acme"]
     assert s.subscriptions[1].max_in_flight == 2 and s.processes == 4
+
+
+def test_a_tenant_table_sets_that_tenants_agent_guards_over_the_pools(tmp_path: Path) -> None:
+    text = (
+        "max_hops = 10\nbudget_events = 50\n"
+        + GOOD
+        + (
+            "\n[tenants.acme]\nmax_hops = 3\nmax-visits = 1\ntrace = true\n"
+            "\n[tenants.globex]\nbudget_events = 0\n"
+        )
+    )
+    s = parse_settings(["--config", _config(tmp_path, text)], {})
+    acme, globex, other = (s.bus_settings(t) for t in ("acme", "globex", "initech"))
+    assert (acme.max_hops, acme.max_visits, acme.trace, acme.budget_events) == (3, 1, True, 50)
+    assert (globex.max_hops, globex.budget_events) == (10, 0)
+    assert other == s.bus_settings() and (other.max_hops, other.budget_events) == (10, 50)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[tenants.acme]\nmax_hops = -1\n", "bad value -1 for max_hops in [tenants.acme]"),
+        ("[tenants.acme]\nprocesses = 2\n", "[tenants.acme]: unknown key(s) processes"),
+        ("[tenants.'bad tenant!']\nmax_hops = 2\n", "[tenants.bad tenant!]: invalid tenant id"),
+        ("tenants = 3\n", "'tenants' must be [tenants.<id>] tables"),
+    ],
+)
+def test_bad_tenant_tables_are_refused_naming_the_file(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    path = _config(tmp_path, text + GOOD if text.startswith("tenants =") else GOOD + text)
+    with pytest.raises(SettingsError) as err:
+        parse_settings(["--config", path], {})
+    assert message in str(err.value) and path in str(err.value)

@@ -145,13 +145,42 @@ def expand(subs: Sequence[Subscription], tenants: Sequence[str]) -> list[Subscri
     return out
 
 
+#: The settings a ``[tenants.<id>]`` table may set for one tenant (the agent guards): they
+#: override the pool-wide values for that tenant's buses (publishes of its handlers, and
+#: the screening of its entries before its handlers see them).
+PER_TENANT = ("max_hops", "max_visits", "budget_events", "budget_units", "trace", "request_ttl_s")
+
+
 @dataclass(frozen=True)
 class ConfigFile:
-    """What a config file holds: settings (by setting name, typed) and subscriptions."""
+    """What a config file holds: settings (by setting name, typed), subscriptions, and
+    per-tenant settings (tenant id -> setting name -> raw value, checked by the caller)."""
 
     path: str
     settings: dict[str, object]
     subscriptions: tuple[Subscription, ...]
+    tenants: dict[str, dict[str, object]]
+
+
+def _tenant_tables(data: object, where: str) -> dict[str, dict[str, object]]:
+    """The ``[tenants.<id>]`` tables: valid tenant ids, known keys (values unchecked)."""
+    if not isinstance(data, dict) or not all(isinstance(t, dict) for t in data.values()):
+        raise SettingsError(f"{where}: 'tenants' must be [tenants.<id>] tables")
+    out: dict[str, dict[str, object]] = {}
+    for tenant, table in data.items():
+        try:
+            validate_tenant_id(tenant)
+        except ValueError as exc:
+            raise SettingsError(f"{where}, [tenants.{tenant}]: {exc}") from None
+        values = {k.replace("-", "_"): v for k, v in table.items()}
+        unknown = sorted(k for k in values if k not in PER_TENANT)
+        if unknown:
+            raise SettingsError(
+                f"{where}, [tenants.{tenant}]: unknown key(s) {', '.join(unknown)} "
+                f"(a tenant table sets {', '.join(PER_TENANT)})"
+            )
+        out[tenant] = values
+    return out
 
 
 def read_config(path: str, setting_names: Iterable[str]) -> ConfigFile:
@@ -164,6 +193,7 @@ def read_config(path: str, setting_names: Iterable[str]) -> ConfigFile:
         raise SettingsError(f"cannot read {where}: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise SettingsError(f"{where}: not valid TOML: {exc}") from None
+    tenants = _tenant_tables(data.pop("tenants", {}), where)
     tables = data.pop("subscription", [])
     if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
         raise SettingsError(f"{where}: 'subscription' must be [[subscription]] tables")
@@ -173,4 +203,4 @@ def read_config(path: str, setting_names: Iterable[str]) -> ConfigFile:
     if unknown:
         raise SettingsError(f"{where}: unknown setting(s) {', '.join(unknown)}")
     subs = [subscription(t, f"{where}, subscription {i + 1}") for i, t in enumerate(tables)]
-    return ConfigFile(path, settings, check_unique(subs, where))
+    return ConfigFile(path, settings, check_unique(subs, where), tenants)

@@ -83,7 +83,7 @@ class PoolGroups:
         found = self._buses.get(tenant)
         if found is None:
             found = self._buses[tenant] = TenantEventBus(
-                self.client, tenant, settings=self.settings.bus_settings()
+                self.client, tenant, settings=self.settings.bus_settings(tenant)
             )
         return found
 

@@ -123,7 +123,7 @@ class PlatformWorker:
         found = self.buses.get(tenant)
         if found is None:
             found = self.buses[tenant] = TenantEventBus(
-                self.client, tenant, settings=self.settings.bus_settings()
+                self.client, tenant, settings=self.settings.bus_settings(tenant)
             )
         return found
 

@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import math
 import socket
-from collections.abc import Callable
-from dataclasses import MISSING, dataclass, fields
+from collections.abc import Callable, Mapping
+from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import Annotated, Any, get_args, get_type_hints
 
 from eventbus.keys import validate_consumer, validate_group, validate_stream, validate_tenant_id
@@ -222,6 +222,9 @@ class PoolSettings:
     ] = BusSettings.request_ttl_s
     #: What the pool consumes (not a flag): the config file's tables, or the four above.
     subscriptions: tuple[Subscription, ...] = ()
+    #: Per-tenant agent guards (not flags): the config file's ``[tenants.<id>]`` tables,
+    #: setting name -> value, over the pool-wide values above for that tenant.
+    tenant_settings: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     # -- derived -------------------------------------------------------------------------
 
@@ -237,7 +240,13 @@ class PoolSettings:
         retries = len(self.retry_delays) if self.max_retries is None else self.max_retries
         return RetryPolicy(retries, self.retry_delays)
 
-    def bus_settings(self) -> BusSettings:
+    def bus_settings(self, tenant: str | None = None) -> BusSettings:
+        """The bus settings of ``tenant``'s buses: the pool's, with the tenant's own
+        ``[tenants.<id>]`` values (agent guards) over them."""
+        own = self.tenant_settings.get(tenant, {}) if tenant else {}
+        return replace(self._pool_bus_settings(), **own)
+
+    def _pool_bus_settings(self) -> BusSettings:
         return BusSettings(
             maxlen=self.maxlen,
             max_hops=self.max_hops,

@@ -50,9 +50,15 @@ def env_file(path: str) -> Source:
     return environment(variables, f"env file {path}")
 
 
-def build(sources: Sequence[Source], subscriptions: Sequence[Subscription] = ()) -> PoolSettings:
+def build(
+    sources: Sequence[Source],
+    subscriptions: Sequence[Subscription] = (),
+    tenants: Mapping[str, Mapping[str, object]] | None = None,
+    where: str = "",
+) -> PoolSettings:
     """Settings from ``sources`` (the first that has a value wins), then the defaults; the
-    ``subscriptions`` of a config file, or one from --tenant, --stream, --group, --handler."""
+    ``subscriptions`` of a config file, or one from --tenant, --stream, --group, --handler;
+    the per-tenant settings of the config file's ``[tenants.<id>]`` tables (``where``)."""
     for given in sources:
         unknown = sorted(set(given.values) - _BY_NAME.keys())
         if unknown:
@@ -69,7 +75,24 @@ def build(sources: Sequence[Source], subscriptions: Sequence[Subscription] = ())
         subscriptions = (
             Subscription(settings.tenant, settings.stream, settings.group, settings.handler),
         )
-    return _checked(replace(settings, subscriptions=tuple(subscriptions)))
+    per_tenant = {t: _per_tenant(t, values, where) for t, values in (tenants or {}).items()}
+    return _checked(
+        replace(settings, subscriptions=tuple(subscriptions), tenant_settings=per_tenant)
+    )
+
+
+def _per_tenant(tenant: str, values: Mapping[str, object], where: str) -> dict[str, Any]:
+    """One ``[tenants.<id>]`` table's values, parsed like the same settings at the top."""
+    out = {}
+    for name, raw in values.items():
+        opt = _BY_NAME[name]
+        try:
+            out[name] = opt.parse(raw)
+        except ValueError as exc:
+            raise SettingsError(
+                f"bad value {raw!r} for {name} in [tenants.{tenant}] (from {where}): {exc}"
+            ) from None
+    return out
 
 
 def _value(opt: Option, sources: Sequence[Source], required: bool = True) -> Any:
@@ -116,4 +139,7 @@ def resolve(args: argparse.Namespace, environ: Mapping[str, str] | None = None) 
     if config in (None, MISSING):
         return build(sources)
     found = read_config(config, _BY_NAME)
-    return build([*sources, Source(f"config {config}", found.settings)], found.subscriptions)
+    where = f"config {config}"
+    return build(
+        [*sources, Source(where, found.settings)], found.subscriptions, found.tenants, where
+    )

@@ -184,7 +184,7 @@ def _run_single(
         raise SystemExit(EXIT_HANDLER_LOAD) from None
 
     client = connect(settings.redis_url, cluster=settings.redis_cluster, client_name=name)
-    bus = TenantEventBus(client, sub.tenant, settings=settings.bus_settings())
+    bus = TenantEventBus(client, sub.tenant, settings=settings.bus_settings(sub.tenant))
     observers: list[DeliveryObserver] = []
     # The supervisor only reads the slot to kill hung handlers: no timeout, no reports
     # (two shared-memory writes per event saved).
