@@ -44,6 +44,7 @@ from eventbus.redis_io import (
     lossy_fields,
     max_block_ms,
     s,
+    transient,
     translated,
 )
 from eventbus.requests import Budget, Requests
@@ -251,6 +252,8 @@ class TenantEventBus:
             try:
                 done, refused = call_with_retries(once, st.retry_budget_s)
             except TRANSIENT as exc:
+                if not transient(exc):
+                    raise  # a command over several hash slots: a bug (ScriptError)
                 raise PublishOutcomeUnknown(events[0].event_id, stream, exc) from exc
         if refused is not None:
             index, refusal = refused

@@ -6,7 +6,7 @@ are recovered one at a time) and reclaims. This layer only decides *what to read
 to handle next*:
 
 * one blocking XREADGROUP covers the streams of every subscription that shares a group name
-  (no polling while idle); with ``cluster=True`` reads are split by hash slot as well,
+  (no polling while idle); on a Redis Cluster (the consumers' client) split by hash slot,
   since a Redis Cluster command takes keys of one slot only;
 * entries read wait in per-subscription buffers; the next one to handle is chosen by the
   fair scheduler (:mod:`eventbus.fairness`), charged the handler's run time, and held back
@@ -37,7 +37,7 @@ from eventbus.errors import BusConnectionError, BusRefused, EventBusError, Group
 from eventbus.fairness import FairScheduler, within_limit
 from eventbus.groupstream import RawEntry
 from eventbus.handler import Handler
-from eventbus.redis_io import error_text
+from eventbus.redis_io import error_text, is_cluster
 
 SubscriptionKey = tuple[str, str, str]  # (tenant, stream, group)
 #: Maintenance times are rounded up to this grid (s): a due retry is at most this late.
@@ -85,6 +85,7 @@ class Member:
     max_in_flight: int | None = None
     buffer: deque[RawEntry] = field(default_factory=deque)
     leaving: bool = False  # removed: hand over nothing new, finish what is buffered
+    slot: int = 0  # its streams' hash slot on a Redis Cluster (0 on one node: any mix)
 
     @property
     def tenant(self) -> str:
@@ -101,7 +102,6 @@ class Multiplexer:
         count: int = 100,
         block_ms: int = 2000,
         gate: InFlightGate | None = None,
-        cluster: bool = False,
         refill_s: float = 0.002,
         maintain_per_round: int = 64,
     ) -> None:
@@ -109,7 +109,6 @@ class Multiplexer:
         self.count = count
         self.block_ms = block_ms
         self.gate = gate or LocalGate()
-        self.cluster = cluster
         self.refill_s = refill_s
         self.maintain_per_round = maintain_per_round
         self.scheduler = FairScheduler()
@@ -144,6 +143,8 @@ class Multiplexer:
         if key in self.members and not self.members[key].leaving:
             raise ValueError(f"subscription {'/'.join(key)} is already consumed")
         member = Member(key, consumer, handler, max_in_flight)
+        if is_cluster(consumer.bus.redis):  # one command there takes keys of one slot
+            member.slot = redis.crc.key_slot(consumer.group_stream.main.encode())
         self.members[key] = member
         for stream_key in consumer.group_stream.keys:
             self._by_stream_key[stream_key] = member
@@ -280,8 +281,7 @@ class Multiplexer:
         same hash slot: ``redis.crc.key_slot``)."""
         batches: dict[Hashable, list[Member]] = {}
         for m in members:
-            slot = redis.crc.key_slot(m.consumer.group_stream.main.encode()) if self.cluster else 0
-            batches.setdefault((m.key[2], slot), []).append(m)
+            batches.setdefault((m.key[2], m.slot), []).append(m)
         return batches
 
     def _read(self, *, block_ms: int | None, dry_only: bool) -> None:

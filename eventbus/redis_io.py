@@ -21,7 +21,7 @@ from redis.exceptions import RedisClusterException
 from redis.retry import Retry
 from tenacity import (
     Retrying,
-    retry_if_exception_type,
+    retry_if_exception,
     stop_after_delay,
     wait_exponential,
     wait_random,
@@ -41,8 +41,9 @@ T = TypeVar("T")
 AnyRedis = Union[redis.Redis, RedisCluster]  # noqa: UP007 (a runtime alias on 3.10)
 
 #: A cluster client raises RedisClusterException (not a RedisError) when no node answers
-#: its slot-map refresh: a failover in progress. (It also raises it for keys of several
-#: slots in one command, which the key factory rules out: tests/unit/test_lua_keys.py.)
+#: its slot-map refresh: a failover in progress. (It also raises it, before sending
+#: anything, for keys of several slots in one command: that is a bug, not an outage; see
+#: :func:`transient`. The key factory rules it out: tests/unit/test_lua_keys.py.)
 TRANSIENT: tuple[type[BaseException], ...] = (
     redis.ConnectionError,
     redis.TimeoutError,
@@ -218,8 +219,18 @@ def error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+_CROSS_SLOT = "must map to the same key slot"  # redis-py's text for a command over slots
+
+
+def transient(exc: BaseException) -> bool:
+    """A connection-level failure worth trying again (not a command mixing hash slots)."""
+    return isinstance(exc, TRANSIENT) and _CROSS_SLOT not in str(exc)
+
+
 def translate(exc: redis.RedisError | RedisClusterException, what: str) -> EventBusError:
     """The bus error for a redis-py error raised while doing ``what``."""
+    if isinstance(exc, RedisClusterException) and _CROSS_SLOT in str(exc):
+        return ScriptError(f"{what}: keys of several hash slots in one command, a bug ({exc})")
     if isinstance(exc, TRANSIENT):
         return BusConnectionError(f"{what}: Redis unreachable ({error_text(exc)})")
     if isinstance(exc, REFUSALS):
@@ -258,7 +269,7 @@ def call_with_retries(fn: Callable[[], T], budget_s: float) -> T:
         return fn()  # the usual case: no retry loop to set up (~15 us per call)
     except TRANSIENT as exc:
         failed: list[BaseException] = [exc]
-        if budget_s <= 0:
+        if budget_s <= 0 or not transient(exc):
             raise
 
     def attempt() -> T:
@@ -269,7 +280,7 @@ def call_with_retries(fn: Callable[[], T], budget_s: float) -> T:
     retrying = Retrying(
         stop=stop_after_delay(budget_s),
         wait=wait_exponential(multiplier=0.05, max=0.5) + wait_random(0, 0.05),
-        retry=retry_if_exception_type(TRANSIENT),
+        retry=retry_if_exception(transient),
         reraise=True,
     )
     return retrying(attempt)

@@ -109,7 +109,6 @@ class PlatformWorker:
             count=min(settings.batch_size, PLATFORM_COUNT),
             block_ms=settings.block_ms,
             gate=gate,
-            cluster=settings.redis_cluster,
         )
         self.buses: dict[str, TenantEventBus] = {}
         self.consumer_settings = settings.consumer_settings()
