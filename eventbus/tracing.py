@@ -39,11 +39,11 @@ def _otel() -> Any:
         except ImportError:
             _api = False
         else:
-            _api = (trace, TraceContextTextMapPropagator(), context, _unsampled_parent(trace))
+            _api = (trace, TraceContextTextMapPropagator(), context, _parent_span_class(trace))
     return _api or None
 
 
-def _unsampled_parent(trace: Any) -> Any:
+def _parent_span_class(trace: Any) -> Any:
     """The class of the span that stands for an unsampled remote parent read from a
     ``traceparent`` the :data:`_UNSAMPLED` pattern matched: a ``NonRecordingSpan`` whose
     ``SpanContext`` is made from the text when something first asks for it (a span
