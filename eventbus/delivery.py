@@ -89,7 +89,7 @@ class Deliveries:
             finally:
                 logs.reset(token)
             return
-        span = tracing.process_span(
+        span = tracing.unsampled_parent(entry.fields) or tracing.process_span(
             tracer,
             entry.fields,
             stream=self._c.stream,

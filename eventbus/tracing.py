@@ -39,11 +39,11 @@ def _otel() -> Any:
         except ImportError:
             _api = False
         else:
-            _api = (trace, TraceContextTextMapPropagator(), context, _unsampled_parent(trace))
+            _api = (trace, TraceContextTextMapPropagator(), context, _parent_span_class(trace))
     return _api or None
 
 
-def _unsampled_parent(trace: Any) -> Any:
+def _parent_span_class(trace: Any) -> Any:
     """The class of the span that stands for an unsampled remote parent read from a
     ``traceparent`` the :data:`_UNSAMPLED` pattern matched: a ``NonRecordingSpan`` whose
     ``SpanContext`` is made from the text when something first asks for it (a span
@@ -111,7 +111,7 @@ def _drops_unsampled(sampler: Any) -> bool:
     """Whether ``sampler`` is the SDK's ``ParentBased`` (the default) with its default
     ``AlwaysOff`` for children of unsampled parents: then such a child is never recorded,
     and a process span under an unsampled parent need not be made (see
-    :class:`process_span`). Read from the sampler's description (public API)."""
+    :func:`process_span`). Read from the sampler's description (public API)."""
     try:
         text = sampler.get_description()
     except AttributeError:
@@ -134,10 +134,22 @@ def refresh() -> None:
 _SAMPLER_ATTRIBUTES = {"messaging.system": "redis", "messaging.operation.type": "process"}
 
 
-class process_span:  # noqa: N801  (used like a function: ``with process_span(...)``)
-    """Run the block in a ``<stream> process`` span of ``tracer`` (from :func:`tracer`),
-    child of the entry's trace context; ``trace_id`` is its trace id in hex (for the log
-    context). An exception leaving the block is recorded on the span.
+def process_span(
+    tracer: Any,
+    fields: Mapping[bytes, bytes],
+    *,
+    stream: str,
+    group: str,
+    consumer: str,
+    message_id: str,
+    deliveries: int,
+    retry_count: int,
+    correlation_id: str | None,
+) -> ProcessScope:
+    """Run the block (``with process_span(...):``) in a ``<stream> process`` span of
+    ``tracer`` (from :func:`tracer`), child of the entry's trace context; the scope's
+    ``trace_id`` is its trace id in hex (for the log context). An exception leaving the
+    block is recorded on the span.
 
     What ``tracer.start_as_current_span`` does, without its two generator context
     managers: one object, the span made current by one ``context.attach``. Under an
@@ -146,35 +158,66 @@ class process_span:  # noqa: N801  (used like a function: ``with process_span(..
     (trace id, span id, flags, state) is made current as it came, so the handler's own
     spans and follow-up events stay in the trace, unsampled, as they would under a
     non-recorded process span. That is most events at a 1% sampling rate, and the SDK's
-    span start is most of what tracing costs per event.
+    span start is most of what tracing costs per event (see :func:`unsampled_parent`).
     """
+    return unsampled_parent(fields) or _ProcessSpan(
+        tracer,
+        fields,
+        stream,
+        (group, consumer, message_id, deliveries, retry_count, correlation_id),
+    )
 
-    __slots__ = ("_span", "_token", "trace_id")
+
+class ProcessScope:
+    """What :func:`process_span` returns: a context manager, and the trace id."""
+
+    __slots__ = ("_token", "trace_id")
+    _token: Any  # the attach's, for the detach on the way out
+    trace_id: str
+
+    def __enter__(self) -> None:
+        pass
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        _otel()[2].detach(self._token)
+
+
+def unsampled_parent(fields: Mapping[bytes, bytes]) -> ProcessScope | None:
+    """The usual entry under the default sampler, the quick path of :func:`process_span`
+    (None for any other): an unsampled canonical ``traceparent`` without ``tracestate``,
+    read without the propagator's generic path and made current as the parent (its
+    ``SpanContext`` made only if asked for). Call :func:`tracer` first."""
+    if not _cached[3]:  # (set by tracer(): the sampler never records such a child)
+        return None
+    parent = fields.get(_TRACEPARENT)
+    if parent is None or _TRACESTATE in fields or not _UNSAMPLED.fullmatch(parent):
+        return None
+    trace, _, context, parent_class = _api
+    scope = ProcessScope()
+    scope._token = context.attach(trace.set_span_in_context(parent_class(parent)))
+    scope.trace_id = parent[3:35].decode()
+    return scope
+
+
+class _ProcessSpan(ProcessScope):
+    """The process span of :func:`process_span` (or, under an unsampled parent the quick
+    path did not read, that parent made current)."""
+
+    __slots__ = ("_span",)
+    _span: Any
 
     def __init__(
-        self,
-        tracer: Any,
-        fields: Mapping[bytes, bytes],
-        *,
-        stream: str,
-        group: str,
-        consumer: str,
-        message_id: str,
-        deliveries: int,
-        retry_count: int,
-        correlation_id: str | None,
+        self, tracer: Any, fields: Mapping[bytes, bytes], stream: str, about: tuple[Any, ...]
     ) -> None:
-        trace, propagator, context, unsampled_parent = _otel()
+        trace, propagator, context, _ = _otel()
         parent = fields.get(_TRACEPARENT)
         if parent is None:  # no trace context in the entry: a new trace (a root span)
             ctx = context.Context()
-        elif _cached[3] and _TRACESTATE not in fields and _UNSAMPLED.fullmatch(parent):
-            # The usual unsampled entry, read without the propagator's generic path (its
-            # SpanContext made only if asked for).
-            self._span = None
-            self._token = context.attach(trace.set_span_in_context(unsampled_parent(parent)))
-            self.trace_id = parent[3:35].decode()
-            return
         else:
             carrier = {TRACEPARENT: parent.decode()}
             state = fields.get(_TRACESTATE)
@@ -195,6 +238,7 @@ class process_span:  # noqa: N801  (used like a function: ``with process_span(..
             attributes={**_SAMPLER_ATTRIBUTES, "messaging.destination.name": stream},
         )
         if span.is_recording():
+            group, consumer, message_id, deliveries, retry_count, correlation_id = about
             span.set_attributes(
                 {
                     "messaging.operation.name": "process",
@@ -210,9 +254,6 @@ class process_span:  # noqa: N801  (used like a function: ``with process_span(..
         self._span = span
         self._token = context.attach(trace.set_span_in_context(span))
         self.trace_id = format(span.get_span_context().trace_id, "032x")
-
-    def __enter__(self) -> None:
-        pass
 
     def __exit__(
         self,
