@@ -81,3 +81,12 @@ def test_under_the_cap_families_pass_unchanged() -> None:
 def test_a_cap_below_one_is_refused_naming_the_value() -> None:
     with pytest.raises(ValueError, match="max_tenants must be >= 1, got 0"):
         TenantCap([], max_tenants=0)
+
+
+def test_a_platform_pools_own_series_are_neither_capped_nor_counted_as_a_tenant() -> None:
+    source = Fixed()
+    source.handled = {"": 9, "a": 1, "b": 2}  # "": the pool's own (restarts, workers)
+    m = served(TenantCap([source], max_tenants=1))
+    assert m[("eventbus_events_handled_total", "")] == 9
+    assert m[("eventbus_events_handled_total", "a")] == 1  # "" took no place of the cap
+    assert m[("eventbus_events_handled_total", OTHER_TENANT)] == 2

@@ -180,9 +180,10 @@ def test_a_handler_that_cannot_be_imported_stops_the_supervisor(
     assert "no_such_module_xyz" in err and err.count("\n") == 1
 
 
-def test_metrics_are_refused_for_a_platform_pool_for_now(tmp_path: Path) -> None:
-    with pytest.raises(SettingsError, match="--metrics-port / EVENTBUS_METRICS_PORT serves a"):
-        parse_settings(["--config", _config(tmp_path, GOOD), "--metrics-port", "9100"], {})
+def test_a_platform_pool_takes_metrics_settings(tmp_path: Path) -> None:
+    args = ["--config", _config(tmp_path, GOOD), "--metrics-port", "9100"]
+    s = parse_settings([*args, "--metrics-max-tenants", "5"], {})
+    assert (s.metrics_port, s.metrics_max_tenants, len(s.subscriptions)) == (9100, 5, 2)
 
 
 def test_the_shipped_platform_example_is_a_valid_config() -> None:

@@ -7,7 +7,8 @@ Applied when a scrape is collected (the workers' files and the Redis gauges alik
 nothing is added to a worker's path. Which tenants keep their label: the first ones seen
 since the supervisor started (in name order within one scrape), for as long as it runs,
 so a tenant's series never jump between its own label and ``_other`` and every counter
-stays monotonic.
+stays monotonic. A platform pool's own series (``tenant=""``: workers, restarts) are
+not a tenant's and are never folded.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from typing import Any
 
 #: The ``tenant`` label value of the tenants over the cap.
 OTHER_TENANT = "_other"
+#: The ``tenant`` label value of a platform pool's own series (not capped).
+POOL_TENANT = ""
 #: Gauges merged by their largest value (an age) or their smallest (a 0/1 "up"); every
 #: other series, counters and histogram buckets included, is summed.
 MAX_GAUGES = frozenset({"eventbus_oldest_pending_age_seconds"})
@@ -39,12 +42,13 @@ class TenantCap:
     def collect(self) -> Iterator[Any]:
         families = [family for c in self.collectors for family in c.collect()]
         tenants = {s.labels["tenant"] for f in families for s in f.samples if "tenant" in s.labels}
+        tenants.discard(POOL_TENANT)
         with self._lock:
             for tenant in sorted(tenants - self.admitted):
                 if len(self.admitted) >= self.max_tenants:
                     break
                 self.admitted.add(tenant)
-            admitted = frozenset(self.admitted)
+            admitted = frozenset(self.admitted | {POOL_TENANT})
         for family in families:
             yield _capped(family, admitted)
 

@@ -13,6 +13,7 @@ when it reaps it, so a crash leaks no place.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import replace
@@ -22,6 +23,7 @@ import structlog
 from eventbus import DeadLetterQueue, EventConsumer, TenantEventBus
 from eventbus.errors import EventBusError
 from eventbus.handler import DeliveryObserver, Handler
+from eventbus.metrics import STAGE_PUBLISH, ConsumerMetrics, Tally, use_multiprocess_dir
 from eventbus.multiplex import Multiplexer
 from eventbus.platform import TenantRegistry
 from eventbus.redis_io import AnyRedis, connect
@@ -29,7 +31,13 @@ from eventbus.settings import ConsumerSettings
 from workers.pool.config import Subscription, expand
 from workers.pool.loader import HandlerLoadError, load_handler
 from workers.pool.settings import PoolSettings
-from workers.pool.worker import EXIT_HANDLER_LOAD, SlotReporter, SlotState, start_worker
+from workers.pool.worker import (
+    EXIT_HANDLER_LOAD,
+    SlotReporter,
+    SlotState,
+    clock_offset_s,
+    start_worker,
+)
 
 #: Entries read per stream per read: small, so a worker holds few events of one tenant
 #: that the others could have handled, and a graceful stop finishes them quickly.
@@ -97,8 +105,10 @@ class PlatformWorker:
         slot: SlotState,
         peers: Sequence[SlotState],
         handlers: dict[str, Handler],
+        metrics: PlatformTallies | None = None,
     ) -> None:
         self.settings = settings
+        self.metrics = metrics
         self.name = name
         self.client = client
         self.slot = slot
@@ -163,6 +173,10 @@ class PlatformWorker:
         observers: list[DeliveryObserver] = []
         if st.handler_timeout_s > 0:
             observers.append(SlotReporter(self.slot, sub.tenant, sub.stream, sub.group))
+        watcher = None
+        if self.metrics is not None:
+            watcher = self.metrics.watcher(sub, self.bus(sub.tenant))
+            observers.append(watcher)
         consumer = EventConsumer(
             self.bus(sub.tenant),
             sub.stream,
@@ -172,6 +186,7 @@ class PlatformWorker:
             policy=st.retry_policy(),
             settings=self.consumer_settings,
             observers=observers,
+            on_outcome=watcher.outcome if watcher is not None else None,
         )
         self.mux.add(
             consumer,
@@ -182,14 +197,66 @@ class PlatformWorker:
         )
 
 
+class PlatformTallies:
+    """A platform worker's metrics: one :class:`~eventbus.metrics.Tally` per subscription
+    (labelled with its tenant, stream and group), kept when a subscription leaves and
+    comes back, all flushed by one thread (not one per subscription)."""
+
+    def __init__(self) -> None:
+        self.tallies: dict[tuple[str, str, str], Tally] = {}
+        self.watchers: list[ConsumerMetrics] = []
+        self.clock_offset_s = 0.0  # Redis time minus ours (latency from entry ids)
+        self._following: set[str] = set()  # tenants whose bus refusals are counted
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def watcher(self, sub: Subscription, bus: TenantEventBus) -> ConsumerMetrics:
+        key = (sub.tenant, sub.stream, sub.group)
+        tally = self.tallies.get(key)
+        if tally is None:
+            tally = self.tallies[key] = Tally(*key)
+            if sub.tenant not in self._following:  # one bus per tenant: count it once
+                self._following.add(sub.tenant)
+                tally.follow(bus.refusals, "guard_refusal", STAGE_PUBLISH)
+        watcher = ConsumerMetrics(tally, self.clock_offset_s)
+        self.watchers.append(watcher)
+        return watcher
+
+    def set_clock_offset(self, offset_s: float) -> None:
+        self.clock_offset_s = offset_s
+        for watcher in self.watchers:
+            watcher.clock_offset_s = offset_s
+
+    def flush(self) -> None:
+        for tally in list(self.tallies.values()):
+            tally.flush()
+
+    def start_flusher(self, interval_s: float = 1.0) -> None:
+        def run() -> None:
+            while not self._stop.wait(interval_s):
+                self.flush()
+
+        self._thread = threading.Thread(target=run, name="metrics-flush", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+        self.flush()
+
+
 def run_platform_worker(
     settings: PoolSettings,
     name: str,
     parent_pid: int,
     slot: SlotState,
     peers: Sequence[SlotState],
+    metrics_dir: str | None = None,
+    index: int = 0,
 ) -> None:
-    """Entry point of a platform pool's worker (see :func:`workers.pool.worker.run_worker`)."""
+    """Entry point of a platform pool's worker (see :func:`workers.pool.worker.run_worker`);
+    with ``metrics_dir``, counts go to slot ``index``'s multiprocess files there."""
     log = structlog.get_logger("workers.pool.worker").bind(consumer=name, pid=os.getpid())
     handlers: dict[str, Handler] = {}
     for sub in settings.subscriptions:
@@ -198,8 +265,12 @@ def run_platform_worker(
         except HandlerLoadError as exc:
             log.error("handler_load_failed", error=str(exc))
             raise SystemExit(EXIT_HANDLER_LOAD) from None
+    metrics = None
+    if metrics_dir is not None:
+        use_multiprocess_dir(metrics_dir, f"slot{index}")  # before any metric exists
+        metrics = PlatformTallies()
     client = connect(settings.redis_url, cluster=settings.redis_cluster, client_name=name)
-    worker = PlatformWorker(settings, name, client, slot, peers, handlers)
+    worker = PlatformWorker(settings, name, client, slot, peers, handlers, metrics)
     if not start_worker(log, worker.mux, parent_pid):
         return
     delay = 0.1
@@ -214,7 +285,16 @@ def run_platform_worker(
     worker.sync()
     if worker.registry is not None:
         worker.mux.every(DISCOVERY_INTERVAL_S, worker.sync)
+    if metrics is not None:
+        members = list(worker.mux.members.values())
+        if members:
+            metrics.set_clock_offset(clock_offset_s(members[0].consumer))
+        metrics.start_flusher()
     slot.ready_flag.value = True
     log.info("worker_started", subscriptions=len(worker.mux.members))
-    worker.mux.run()
+    try:
+        worker.mux.run()
+    finally:
+        if metrics is not None:
+            metrics.close()
     log.info("worker_stopped")

@@ -112,19 +112,12 @@ def _value(opt: Option, sources: Sequence[Source], required: bool = True) -> Any
 
 
 def _checked(settings: PoolSettings) -> PoolSettings:
-    """Rules across settings: the longest consumer name must be valid; metrics serve
-    one subscription."""
+    """Rules across settings: the longest consumer name must be valid."""
     try:
         settings.consumer_name(settings.processes - 1)
     except ValueError as exc:
         names = ", ".join(_BY_NAME[n].label for n in ("pool_name", "group", "hostname_in_names"))
         raise SettingsError(f"consumer names from {names} are not valid: {exc}") from None
-    subs = settings.subscriptions
-    if settings.metrics_port and (len(subs) > 1 or subs[0].every_tenant):
-        raise SettingsError(
-            f"{_BY_NAME['metrics_port'].label} serves a pool of one subscription; a platform "
-            'pool (several [[subscription]] tables or tenant "*") has no metrics yet'
-        )
     return settings
 
 

@@ -231,11 +231,10 @@ class Supervisor:
             return
         from workers.pool.metrics import MetricsServer
 
-        sub = st.subscriptions[0]  # settings refuse metrics with several subscriptions
         self._metrics = MetricsServer(
             st.metrics_host,
             st.metrics_port,
-            self._groups.group(sub.tenant, sub.stream, sub.group),
+            self._groups,
             self._readiness,
             self.workers_ready,
             st.metrics_max_tenants,

@@ -162,7 +162,9 @@ def run_worker(
         return
     from workers.pool.platform import run_platform_worker
 
-    run_platform_worker(settings, settings.consumer_name(index), parent_pid, slot, peers)
+    run_platform_worker(
+        settings, settings.consumer_name(index), parent_pid, slot, peers, metrics_dir, index
+    )
 
 
 def _run_single(
@@ -211,7 +213,7 @@ def _run_single(
         return
     _wait_ready(bus, sub, consumer, log)
     if watcher is not None and tally is not None:
-        watcher.clock_offset_s = _clock_offset_s(consumer)
+        watcher.clock_offset_s = clock_offset_s(consumer)
         tally.start_flusher()
     slot.ready_flag.value = True
     log.info("worker_started", handler=sub.handler)
@@ -230,7 +232,7 @@ def _metrics_tally(sub: Subscription, index: int, metrics_dir: str | None) -> Ta
     return Tally(sub.tenant, sub.stream, sub.group)
 
 
-def _clock_offset_s(consumer: EventConsumer) -> float:
+def clock_offset_s(consumer: EventConsumer) -> float:
     """Redis time minus ours, for latencies from entry ids (0 if Redis cannot tell now)."""
     try:
         before = time.time()
