@@ -250,6 +250,43 @@ class Tally:
         self.flush()
 
 
+class Tallies:
+    """The :class:`Tally` of each (tenant, stream, group) a process counts for (a platform
+    pool's worker, or its supervisor), all flushed by one thread."""
+
+    def __init__(self) -> None:
+        self.tallies: dict[tuple[str, str, str], Tally] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def get(self, tenant: str, stream: str, group: str) -> Tally:
+        key = (tenant, stream, group)
+        found = self.tallies.get(key)
+        if found is None:
+            found = self.tallies[key] = Tally(*key)
+        return found
+
+    def flush(self) -> None:
+        for tally in list(self.tallies.values()):
+            tally.flush()
+
+    def start_flusher(self, interval_s: float = 1.0) -> None:
+        """Flush every ``interval_s`` in a daemon thread until :meth:`close`."""
+
+        def run() -> None:
+            while not self._stop.wait(interval_s):
+                self.flush()
+
+        self._thread = threading.Thread(target=run, name="metrics-flush", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+        self.flush()
+
+
 def message_time_s(message_id: str) -> float:
     """The time in a stream entry id (ms since the epoch, Redis clock), in seconds."""
     return int(message_id.partition("-")[0]) / 1000.0

@@ -67,9 +67,27 @@ def test_a_platform_pool_serves_counters_per_tenant_and_gauges_per_subscription(
     make_pool: Any, r: redis.Redis, tmp_path: Path
 ) -> None:
     TenantRegistry(r).add(*TENANTS)
-    pool = _pool(make_pool, tmp_path, "--metrics-max-tenants", "0")
+    # an entry left pending by a consumer that is gone: the pool reclaims and handles it
+    reviews = TenantEventBus(r, "acme").group("reviews", "agents")
+    reviews.ensure()
+    TenantEventBus(r, "acme").publish("reviews", event("acme"))
+    assert len(reviews.read_new("ghost", count=1, block_ms=None)) == 1
+    pool = _pool(
+        make_pool,
+        tmp_path,
+        "--metrics-max-tenants",
+        "0",
+        "--reclaim-idle-ms",
+        "300",
+        "--reclaim-interval-s",
+        "0.5",
+    )
     port = pool.port  # type: ignore[attr-defined]
     _publish(r)
+    reviewed = _labels("acme", "reviews")
+    wait_for(lambda: _value(port, "eventbus_events_handled_total", reviewed) == 1, 60)
+    # (claimed again while it waits for its new owner's next recovery: idle 300 ms is short)
+    assert _value(port, "eventbus_reclaims_total", reviewed) >= 1
     for tenant, n in TENANTS.items():
         wait_for(
             lambda t=tenant, n=n: _value(port, "eventbus_events_handled_total", _labels(t)) == n,
@@ -98,6 +116,7 @@ def test_a_platform_pool_serves_counters_per_tenant_and_gauges_per_subscription(
         assert ("eventbus_retry_backlog", labels) in m
     assert m[("eventbus_dlq_depth", _labels("acme"))] == 0
     pool_labels = (("group", ""), ("stream", ""), ("tenant", ""))
+    assert ("eventbus_reclaims_total", pool_labels) not in m  # counted per subscription
     assert m[("eventbus_workers", pool_labels)] == 2
     assert m[("eventbus_workers_ready", pool_labels)] == 2
     # a tenant provisioned while the pool runs gets its gauges and counters too

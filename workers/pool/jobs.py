@@ -130,6 +130,11 @@ def tick_s(groups: PoolGroups, interval_s: float) -> float:
     return min(interval_s, 1.0) if groups.platform else interval_s
 
 
+#: Told of the reclaimer's outcomes with the subscription: (what, reason, (tenant, stream,
+#: group)).
+GroupOutcomeCallback = Callable[[str, str, tuple[str, str, str]], None]
+
+
 class Reclaimer:
     """Moves entries left pending (idle too long) on dead or stuck consumers to live
     workers of the pool, and dead-letters poison pills (delivered too often)."""
@@ -138,7 +143,7 @@ class Reclaimer:
         self,
         groups: PoolGroups,
         live_names: Callable[[], Sequence[str]],
-        on_outcome: OutcomeCallback | None = None,
+        on_outcome: GroupOutcomeCallback | None = None,
     ) -> None:
         self.settings = groups.settings
         self.live_names = live_names
@@ -159,13 +164,20 @@ class Reclaimer:
         claimed = 0
         for group in self.rotation.next_slice()[0]:
             group.ensure()  # Redis may have restarted without its data: logged loudly
-            claims = Outcomes(group, self.on_outcome).reclaim(
+            claims = Outcomes(group, self._told(group)).reclaim(
                 next_worker,
                 min_idle_ms=self.settings.reclaim_idle_ms,
                 max_deliveries=self.settings.max_deliveries,
             )
             claimed += len(claims)
         return claimed
+
+    def _told(self, group: GroupStream) -> OutcomeCallback | None:
+        count = self.on_outcome
+        if count is None:
+            return None
+        where = (group.tenant_id, group.stream, group.group)
+        return lambda what, reason: count(what, reason, where)
 
 
 #: A platform pool's sweep line names a subscription only when its backlog is at least

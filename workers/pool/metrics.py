@@ -25,7 +25,7 @@ import structlog
 from eventbus.errors import EventBusError
 from eventbus.gauges import read_gauges
 from eventbus.groupstream import GroupStream
-from eventbus.metrics import LABELS, Tally, use_multiprocess_dir
+from eventbus.metrics import LABELS, Tallies, Tally, use_multiprocess_dir
 from workers.pool.cardinality import TenantCap
 from workers.pool.health import Readiness
 from workers.pool.jobs import PoolGroups
@@ -229,12 +229,14 @@ class MetricsServer:
         use_multiprocess_dir(self.dir, "supervisor")
         self.registry = CollectorRegistry()
         self.gauges: RedisGauges | PlatformGauges
+        self.tallies = Tallies()  # the supervisor's own counts
+        self.platform = pool.platform
         if pool.platform:
-            self.tally = Tally(*POOL_LABELS)  # the supervisor's own counts
+            self.tally = self.tallies.get(*POOL_LABELS)
             self.gauges = PlatformGauges(pool, workers)
         else:
             sub = pool.settings.subscriptions[0]
-            self.tally = Tally(sub.tenant, sub.stream, sub.group)
+            self.tally = self.tallies.get(sub.tenant, sub.stream, sub.group)
             self.gauges = RedisGauges(pool.group(sub.tenant, sub.stream, sub.group), workers)
         files = MultiProcessCollector(None, path=self.dir)  # type: ignore[no-untyped-call]
         if max_tenants:
@@ -256,13 +258,18 @@ class MetricsServer:
 
     def start(self) -> None:
         self._thread.start()
-        self.tally.start_flusher()
+        self.tallies.start_flusher()
         self.log.info("metrics_serving", port=self.port, dir=self.dir)
+
+    def tally_for(self, where: tuple[str, str, str] | None) -> Tally:
+        """The supervisor's tally of subscription ``where`` (a platform pool), else the
+        pool's own."""
+        return self.tallies.get(*where) if self.platform and where else self.tally
 
     def close(self) -> None:
         self._server.shutdown()
         self._server.server_close()
-        self.tally.close()
+        self.tallies.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
     # -- WSGI ------------------------------------------------------------------------------

@@ -13,7 +13,6 @@ when it reaps it, so a crash leaks no place.
 from __future__ import annotations
 
 import os
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import replace
@@ -23,7 +22,7 @@ import structlog
 from eventbus import DeadLetterQueue, EventConsumer, TenantEventBus
 from eventbus.errors import EventBusError
 from eventbus.handler import DeliveryObserver, Handler
-from eventbus.metrics import STAGE_PUBLISH, ConsumerMetrics, Tally, use_multiprocess_dir
+from eventbus.metrics import STAGE_PUBLISH, ConsumerMetrics, Tallies, use_multiprocess_dir
 from eventbus.multiplex import Multiplexer
 from eventbus.platform import TenantRegistry
 from eventbus.redis_io import AnyRedis, connect
@@ -203,21 +202,16 @@ class PlatformTallies:
     comes back, all flushed by one thread (not one per subscription)."""
 
     def __init__(self) -> None:
-        self.tallies: dict[tuple[str, str, str], Tally] = {}
+        self.tallies = Tallies()
         self.watchers: list[ConsumerMetrics] = []
         self.clock_offset_s = 0.0  # Redis time minus ours (latency from entry ids)
         self._following: set[str] = set()  # tenants whose bus refusals are counted
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def watcher(self, sub: Subscription, bus: TenantEventBus) -> ConsumerMetrics:
-        key = (sub.tenant, sub.stream, sub.group)
-        tally = self.tallies.get(key)
-        if tally is None:
-            tally = self.tallies[key] = Tally(*key)
-            if sub.tenant not in self._following:  # one bus per tenant: count it once
-                self._following.add(sub.tenant)
-                tally.follow(bus.refusals, "guard_refusal", STAGE_PUBLISH)
+        tally = self.tallies.get(sub.tenant, sub.stream, sub.group)
+        if sub.tenant not in self._following:  # one bus per tenant: count it once
+            self._following.add(sub.tenant)
+            tally.follow(bus.refusals, "guard_refusal", STAGE_PUBLISH)
         watcher = ConsumerMetrics(tally, self.clock_offset_s)
         self.watchers.append(watcher)
         return watcher
@@ -226,24 +220,6 @@ class PlatformTallies:
         self.clock_offset_s = offset_s
         for watcher in self.watchers:
             watcher.clock_offset_s = offset_s
-
-    def flush(self) -> None:
-        for tally in list(self.tallies.values()):
-            tally.flush()
-
-    def start_flusher(self, interval_s: float = 1.0) -> None:
-        def run() -> None:
-            while not self._stop.wait(interval_s):
-                self.flush()
-
-        self._thread = threading.Thread(target=run, name="metrics-flush", daemon=True)
-        self._thread.start()
-
-    def close(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(5)
-        self.flush()
 
 
 def run_platform_worker(
@@ -289,12 +265,12 @@ def run_platform_worker(
         members = list(worker.mux.members.values())
         if members:
             metrics.set_clock_offset(clock_offset_s(members[0].consumer))
-        metrics.start_flusher()
+        metrics.tallies.start_flusher()
     slot.ready_flag.value = True
     log.info("worker_started", subscriptions=len(worker.mux.members))
     try:
         worker.mux.run()
     finally:
         if metrics is not None:
-            metrics.close()
+            metrics.tallies.close()
     log.info("worker_stopped")

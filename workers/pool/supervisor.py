@@ -95,12 +95,15 @@ class Supervisor:
         """(workers up and consuming, workers configured)."""
         return sum(1 for s in self.slots if s.consuming), len(self.slots)
 
-    def _count(self, what: str, reason: str = "") -> None:
+    def _count(
+        self, what: str, reason: str = "", where: tuple[str, str, str] | None = None
+    ) -> None:
         """Count on the supervisor's own tally (restarts, timeouts, its reclaims and dead
-        letters), when metrics are on."""
+        letters; ``where``: the subscription, in a platform pool), when metrics are on."""
         if self._metrics is not None:
             with self._count_lock:  # the main loop and the reclaimer thread both count
-                self._metrics.tally.count(what, reason if what == "dead_lettered" else "")
+                tally = self._metrics.tally_for(where)
+                tally.count(what, reason if what == "dead_lettered" else "")
 
     def live_names(self) -> list[str]:
         return [s.name for s in self.slots if s.process is not None and s.process.is_alive()]
