@@ -125,6 +125,10 @@ class PlatformWorker:
         self.registry = TenantRegistry(client) if wildcard else None
         self._version = -1
         self._tenants: list[str] = []
+        # The subscription whose handler killed this slot's previous worker, if it did
+        # (the supervisor leaves the entry in the slot only then; slots.CrashBlame).
+        died_on = slot.delivery()
+        self.suspect = died_on[:3] if died_on is not None else None
         self.log = structlog.get_logger("workers.pool.platform").bind(consumer=name)
 
     def bus(self, tenant: str) -> TenantEventBus:
@@ -156,7 +160,13 @@ class PlatformWorker:
         self.consumer_settings = platform_consumer_settings(
             self.settings.consumer_settings(), len(wanted)
         )
-        for key, sub in wanted.items():
+        order = list(wanted.items())
+        if first and self.suspect is not None:
+            # Own pending entries are recovered in the order members are added: the other
+            # subscriptions' entries the dead worker had read are handled (and acked)
+            # before the suspect's entry is delivered again, and maybe kills us again.
+            order.sort(key=lambda item: item[0] == self.suspect)
+        for key, sub in order:
             if key not in self.mux.members:
                 self._add(sub)
                 if not first:
@@ -169,9 +179,10 @@ class PlatformWorker:
 
     def _add(self, sub: Subscription) -> None:
         st = self.settings
-        observers: list[DeliveryObserver] = []
-        if st.handler_timeout_s > 0:
-            observers.append(SlotReporter(self.slot, sub.tenant, sub.stream, sub.group))
+        # the supervisor's hung-handler watch and crash blame read what is in hand
+        observers: list[DeliveryObserver] = [
+            SlotReporter(self.slot, sub.tenant, sub.stream, sub.group)
+        ]
         watcher = None
         if self.metrics is not None:
             watcher = self.metrics.watcher(sub, self.bus(sub.tenant))

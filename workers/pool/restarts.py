@@ -1,7 +1,9 @@
 """Restart policy (pure): how long to wait before respawning a worker that died.
 
-Per slot, an exponential backoff over consecutive quick deaths; per pool, a budget of
-restarts per minute. The supervisor asks and carries out; nothing here sleeps or spawns.
+Per slot, an exponential backoff over consecutive quick deaths (not applied to a death in
+a handler, which the entry in hand explains: see ``slots.CrashBlame``); per pool, a budget
+of restarts per minute (applied to every unplanned restart). The supervisor asks and
+carries out; nothing here sleeps or spawns.
 """
 
 from __future__ import annotations

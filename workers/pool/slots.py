@@ -1,6 +1,8 @@
 """The supervisor's view of its slots: one per worker process (stable index and consumer
-name across respawns), and the watch that kills a hung handler and fails its attempt on
-the worker's behalf (retry, then the DLQ)."""
+name across respawns), the watch that kills a hung handler and fails its attempt on the
+worker's behalf (retry, then the DLQ), and the verdict on a worker that died in a
+handler (the entry in hand is the culprit: dead-lettered once it has used up its
+deliveries, and the worker is replaced at once)."""
 
 from __future__ import annotations
 
@@ -10,10 +12,11 @@ from dataclasses import dataclass, field
 from multiprocessing.context import SpawnProcess
 from typing import Any
 
+from eventbus.errors import EventBusError
 from eventbus.handler import OutcomeCallback
 from eventbus.logs import log_context
 from eventbus.outcomes import Outcomes
-from eventbus.records import FailureInfo
+from eventbus.records import REASON_MAX_DELIVERIES, FailureInfo
 from workers.pool.jobs import PoolGroups
 from workers.pool.restarts import SlotBackoff
 from workers.pool.settings import PoolSettings
@@ -104,3 +107,75 @@ class HungHandlers:
                 failure=failure,
                 policy=settings.retry_policy(),
             )
+
+
+class CrashBlame:
+    """Judges a worker that died unplanned. If its handler held an entry (the slot's
+    ``busy_since`` is set, ``current`` names the entry), that entry is the culprit:
+
+    * once it has been delivered ``max_deliveries`` times (Redis's count, the one the
+      intake screen uses), it is dead-lettered here, with the atomic ack-and-dead-letter
+      script on the dead consumer's behalf (reason ``max_deliveries``), before the
+      successor starts. Its next delivery would only have been screened out as poison
+      anyway; dead-lettering it now spares a respawn and a recovery pass, and it is the
+      same single entry: the batch-mates it leaves pending are never blamed (the
+      successor recovers its own pending entries one at a time, issue 8's rule);
+    * the death is *explained*, so the slot is respawned at once, without the crash-loop
+      backoff: other tenants' entries the worker had read wait for its successor, so a
+      backoff after each pill stalled them (11 ev/s instead of ~4,700). The pool's
+      restart budget (``max_restarts_per_minute``) still counts these restarts.
+
+    A death with no entry in hand (a crash at import, a broken connection setup, a kill
+    between events) is unexplained and keeps the backoff.
+    """
+
+    def __init__(self, groups: PoolGroups, log: Any, count: OutcomeCallback) -> None:
+        self._groups = groups
+        self._log = log
+        self._count = count
+
+    def judge(self, slot: Slot, settings: PoolSettings) -> bool:
+        """Whether the death of ``slot``'s worker is explained by an entry in its handler
+        (dead-lettering that entry if it has used up its deliveries)."""
+        delivery = slot.state.delivery() if slot.state.busy_since.value > 0 else None
+        slot.state.busy_since.value = 0.0
+        if delivery is None:
+            slot.state.current.value = b""  # nothing to tell the successor
+            return False
+        # ``current`` is left for the successor: a platform worker recovers the other
+        # subscriptions' entries before this one's (workers.pool.platform).
+        group = self._groups.group(delivery.tenant, delivery.stream, delivery.group)
+        context = {
+            "tenant": delivery.tenant,
+            "stream": delivery.stream,
+            "consumer": slot.name,
+            "message_id": delivery.message_id,
+        }
+        with log_context(**context):
+            try:
+                deliveries = group.delivery_count(slot.name, delivery.key, delivery.message_id)
+                if deliveries < settings.max_deliveries:
+                    self._log.warning(
+                        "worker_died_in_handler",
+                        deliveries=deliveries,
+                        max_deliveries=settings.max_deliveries,
+                    )
+                    return True
+                outcomes = Outcomes(group, self._count)
+                failure = FailureInfo(
+                    "MaxDeliveriesExceeded",
+                    f"delivered {deliveries} times (limit {settings.max_deliveries}), the "
+                    "last delivery killed its worker: dead-lettered by the supervisor",
+                    "",
+                )
+                plan = outcomes.plan_dead_letter(
+                    delivery.key,
+                    delivery.message_id,
+                    slot.name,
+                    reason=REASON_MAX_DELIVERIES,
+                    failure=failure,
+                )
+                outcomes.carry_out(plan)  # logs dead_lettered (or why not)
+            except EventBusError as exc:  # Redis away: the successor's screen decides
+                self._log.warning("crash_blame_unwritten", error=str(exc))
+        return True

@@ -42,7 +42,7 @@ from workers.pool.settings import (
     SettingsError,
     handler_environment,
 )
-from workers.pool.slots import HungHandlers, Slot, new_slot
+from workers.pool.slots import CrashBlame, HungHandlers, Slot, new_slot
 from workers.pool.worker import EXIT_HANDLER_LOAD, run_worker
 
 if TYPE_CHECKING:
@@ -73,6 +73,7 @@ class Supervisor:
         )
         self._groups = PoolGroups(self._client, settings)
         self._hung = HungHandlers(self._groups, self.log, self._count)
+        self._blame = CrashBlame(self._groups, self.log, self._count)
         self._jobs: list[PeriodicJob] = []
         self._readiness = Readiness(
             settings.redis_url,
@@ -282,12 +283,17 @@ class Supervisor:
     def _on_exit(self, slot: Slot, exitcode: int | None, now: float) -> None:
         slot.planned_respawn = slot.planned_exit in ("reload", "timeout")
         if slot.planned_respawn:
+            slot.state.current.value = b""  # no suspect for the successor (CrashBlame)
             slot.respawn_at = now
             return
         if exitcode == EXIT_HANDLER_LOAD:
             self.log.critical("worker_handler_load_failed", consumer=slot.name)
         lived = now - slot.started_at
-        delay = slot.backoff.after_exit(lived)
+        # Died in a handler: the entry in hand is blamed (dead-lettered once it used up its
+        # deliveries) and the slot comes back at once, so the other tenants' entries the
+        # worker had read are not held up by a backoff (slots.CrashBlame).
+        explained = self._blame.judge(slot, self.settings)
+        delay = 0.0 if explained else slot.backoff.after_exit(lived)
         budget_wait = self._budget.wait_s(now)
         if budget_wait > 0:
             delay = max(delay, budget_wait)
@@ -303,6 +309,7 @@ class Supervisor:
             consumer=slot.name,
             exitcode=exitcode,
             lived_s=round(lived, 2),
+            died_in_handler=explained,
             respawn_in_s=round(delay, 2),
         )
         slot.respawn_at = now + delay

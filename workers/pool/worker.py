@@ -40,7 +40,8 @@ class SlotState:
     # Plain shared memory without locks (no semaphores to leak): one writer, one reader,
     # and a torn read of `current` only matters while busy_since says "busy".
     busy_since: Any  # c_double: time.monotonic() when the handler started; 0 = idle
-    # c_char array: b"tenant\nstream\ngroup\nkey\nmessage_id\nretry_count" in hand
+    # c_char array: b"tenant\nstream\ngroup\nkey\nmessage_id\nretry_count" in hand; at a
+    # worker's start, the entry its predecessor died on in a handler (else b"")
     current: Any
     ready_flag: Any  # c_bool: set once the worker is connected and its groups exist
     # c_char array: the tenant whose event is in the handler (b"" = none), read by the
@@ -59,7 +60,8 @@ class SlotState:
 
 
 class InHand(NamedTuple):
-    """The delivery a worker's handler is working on (for the hung-handler watch)."""
+    """The delivery a worker's handler is working on (for the hung-handler watch and the
+    crash blame)."""
 
     tenant: str
     stream: str
@@ -70,7 +72,8 @@ class InHand(NamedTuple):
 
 
 class SlotReporter:
-    """A delivery observer that tells the supervisor what the handler is working on."""
+    """A delivery observer that tells the supervisor what the handler is working on (to
+    kill a hung handler, and to blame the entry in hand when the worker dies)."""
 
     def __init__(self, slot: SlotState, tenant: str, stream: str, group: str) -> None:
         self.slot = slot
@@ -187,11 +190,10 @@ def _run_single(
 
     client = connect(settings.redis_url, cluster=settings.redis_cluster, client_name=name)
     bus = TenantEventBus(client, sub.tenant, settings=settings.bus_settings(sub.tenant))
-    observers: list[DeliveryObserver] = []
-    # The supervisor only reads the slot to kill hung handlers: no timeout, no reports
-    # (two shared-memory writes per event saved).
-    if settings.handler_timeout_s > 0:
-        observers.append(SlotReporter(slot, sub.tenant, sub.stream, sub.group))
+    # The supervisor reads the slot to kill hung handlers and, when a worker dies in a
+    # handler, to blame the entry in hand (slots.CrashBlame): two shared-memory writes
+    # per event.
+    observers: list[DeliveryObserver] = [SlotReporter(slot, sub.tenant, sub.stream, sub.group)]
     tally = _metrics_tally(sub, index, metrics_dir)
     watcher = ConsumerMetrics(tally) if tally is not None else None
     if tally is not None:  # the handlers' publishes that a guard refused
