@@ -114,14 +114,19 @@ def test_a_tenant_whose_handler_kills_its_worker_does_not_stall_the_others(
     for _ in range(3):
         bad.publish("tasks", _event("bad", poison=True))  # os._exit in the handler
     good_backlog()
-    # the pills are blamed on themselves: dead-lettered after max_deliveries (2 crashes
-    # each), no good event went to a DLQ
+    # the pills are blamed on themselves: dead-lettered after max_deliveries, no good
+    # event went to a DLQ
     wait_for(lambda: r.xlen(bad.keys.dlq("tasks")) == 3, 120)
     wait_for(lambda: len(good_done_times()) == 4 * per_tenant, 120)
     beside_s = good_done_times()[-1] - began
+    # Each start of a pill killed its worker: 2 each, or 1 for a pill that a worker had
+    # read (a delivery) but died on another before starting it.
+    pills = Counter(x["event_id"] for x in pool.ledger() if x["tenant"] == "bad")
+    assert len(pills) == 3 and set(pills.values()) <= {1, 2}, pills
+    crashes = sum(pills.values())
     # (the supervisor logs an exit after its dead letter; workers write to the same file,
     # so a line may share a line with another: count the text)
-    wait_for(lambda: pool.log_path.read_text().count('"worker_exited"') == 6, 30)
+    wait_for(lambda: pool.log_path.read_text().count('"worker_exited"') == crashes, 30)
     exits = pool.logged("worker_exited")
     # each death was explained by the entry in hand: respawned at once, no backoff
     assert '"died_in_handler": false' not in pool.log_path.read_text()
@@ -137,12 +142,12 @@ def test_a_tenant_whose_handler_kills_its_worker_does_not_stall_the_others(
             starting[x["consumer"]] = logged_at(x)
         elif x.get("event") == "worker_started" and x["consumer"] in starting:
             restarts_s += logged_at(x) - starting.pop(x["consumer"])
-    crashes_s = max(logged_at(x) for x in exits) - began
+    crashes_s = max(x["t"] for x in pool.ledger() if x["tenant"] == "bad") - began
     rate = 2 * per_tenant / alone_s
     during = sum(1 for t in good_done_times() if began <= t <= began + crashes_s) / crashes_s
     print(
         f"good tenants: {rate:.0f} ev/s alone; beside the bad tenant, whose handler killed "
-        f"its worker 6 times in {crashes_s:.2f} s (restarts took {restarts_s:.2f} s in "
+        f"its worker {crashes} times in {crashes_s:.2f} s (restarts took {restarts_s:.2f} s in "
         f"all): {during:.0f} ev/s during the crashes (ratio {during / rate:.2f}), "
         f"backlog handled in {beside_s:.2f} s vs {alone_s:.2f} s alone"
     )
