@@ -5,9 +5,11 @@ docs/wire-format.md). Run it with the tenant's pool and producers stopped.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from eventbus.errors import EventBusError
 from eventbus.keys import TenantKeys
 from eventbus.redis_io import s, translated
 
@@ -32,6 +34,23 @@ def legacy_hint(client: Any, tenant_id: str, stream: str) -> str | None:
             if client.exists(old):
                 return old
     return None
+
+
+def warn_legacy_keys(client: Any, named: Sequence[tuple[str, str]], log: Any) -> None:
+    """At a pool's start: for each (tenant, stream) named, log ``legacy_keys_found`` if
+    layout-1 keys exist (they are not read under layout 2), with the command that moves
+    them; a check the user may not make (a tenant ACL user and ``t:T:*`` names) is logged
+    as ``legacy_keys_unchecked``."""
+    for tenant, stream in named:
+        try:
+            old = legacy_hint(client, tenant, stream)
+        except EventBusError as exc:
+            log.info("legacy_keys_unchecked", error=str(exc))
+            continue
+        if old:
+            log.warning(
+                "legacy_keys_found", example=old, fix=f"eventbus migrate-keys --tenant {tenant}"
+            )
 
 
 @dataclass

@@ -18,17 +18,14 @@ import signal
 import sys
 import threading
 import time
-from collections import deque
 from collections.abc import Sequence
 from dataclasses import replace
 from multiprocessing.connection import wait
-from types import FrameType
 from typing import TYPE_CHECKING
 
 import structlog
 
 from eventbus import layout, metrics
-from eventbus.errors import EventBusError
 from eventbus.logs import configure_logging
 from eventbus.redis_io import connect
 from workers.pool import sdnotify
@@ -42,6 +39,7 @@ from workers.pool.settings import (
     SettingsError,
     handler_environment,
 )
+from workers.pool.signals import SignalInbox
 from workers.pool.slots import CrashBlame, HungHandlers, Slot, new_slot
 from workers.pool.worker import EXIT_HANDLER_LOAD, run_worker
 
@@ -64,10 +62,8 @@ class Supervisor:
             **(where if len(subs) == 1 else {}), pid=os.getpid()
         )
         self.slots = [self._new_slot(i) for i in range(settings.processes)]
-        self._signals: deque[int] = deque()
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
+        self._inbox = SignalInbox()
+        self._signals = self._inbox.queue
         self._client = connect(
             settings.redis_url, cluster=settings.redis_cluster, client_name="eventbus-supervisor"
         )
@@ -141,48 +137,16 @@ class Supervisor:
         slot.planned_exit = None
         self.log.info("worker_spawned", consumer=slot.name, worker_pid=process.pid)
 
-    # -- signals ---------------------------------------------------------------------------
-
-    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        self._signals.append(signum)  # record intent only; the loop acts
-
-    def _install_signals(self) -> None:
-        signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            signal.signal(sig, self._on_signal)
-
-    def _warn_legacy_keys(self) -> None:
-        """Key layout 1 keys of the tenants named are not read under layout 2: say so."""
-        for sub in self.settings.subscriptions:
-            if sub.every_tenant:
-                continue
-            try:
-                old = layout.legacy_hint(self._client, sub.tenant, sub.stream)
-            except EventBusError as exc:  # e.g. a tenant ACL user may not touch t:T:* names
-                self.log.info("legacy_keys_unchecked", error=str(exc))
-                continue
-            if old:
-                self.log.warning(
-                    "legacy_keys_found",
-                    example=old,
-                    fix=f"eventbus migrate-keys --tenant {sub.tenant}",
-                )
-
-    def _drain_wakeups(self) -> None:
-        try:
-            while os.read(self._wake_r, 512):
-                pass
-        except BlockingIOError:
-            pass
-
     # -- main loop -------------------------------------------------------------------------
 
     def run(self) -> int:
-        self._install_signals()
+        self._inbox.install()
         self.log.info(
             "supervisor_starting", processes=len(self.slots), handler=self.settings.handler
         )
-        self._warn_legacy_keys()
+        layout.warn_legacy_keys(
+            self._client, [(x.tenant, x.stream) for x in self.settings.subscriptions
+             if not x.every_tenant], self.log)  # fmt: skip
         self._start_metrics()  # first: the workers write into its directory
         for slot in self.slots:
             self._spawn(slot)
@@ -217,8 +181,8 @@ class Supervisor:
 
     def _wait(self, timeout_s: float) -> None:
         sentinels = [s.process.sentinel for s in self.slots if s.process is not None]
-        wait([*sentinels, self._wake_r], timeout=timeout_s)
-        self._drain_wakeups()
+        wait([*sentinels, self._inbox.fd], timeout=timeout_s)
+        self._inbox.drain()
 
     def _feed_watchdog(self) -> None:
         """WATCHDOG=1, unless the pool has been unready (as /readyz says) for longer than
