@@ -8,9 +8,10 @@ subscription) and its baseline measured in the same run.
 * weights 1:2:4: the largest relative error of the shares of handler time;
 * idle: worker CPU and RSS of a pool subscribed to many tenant streams vs one stream;
 * retries: one event per tenant stream of a many-tenant pool, failing twice
-  (``retry_delays = [1, 8]``): how late each retry starts (p50, p99; max printed), and
-  the Redis commands per second per subscription while idle with those retries
-  scheduled vs idle with nothing scheduled (``INFO commandstats``).
+  (``retry_delays = [1, 8]``; ``[1, 3]`` in ``--smoke``): how late each retry starts
+  (p50, p99; max printed), and the Redis commands per second per subscription while
+  idle with those retries scheduled vs idle with nothing scheduled (``INFO
+  commandstats``).
 
 Handlers (``bench_handlers:fair``) sleep ``cost_s`` and append ``tenant sent received``
 lines (monotonic ns) to a file; ``bench_handlers:retry_twice`` appends ``tenant attempt
@@ -39,7 +40,6 @@ from workers.tools.procs import cpu_s, rss_mb
 ROOT = Path(__file__).resolve().parents[2]
 HANDLER = "workers.tools.bench_handlers:fair"
 RETRY_HANDLER = "workers.tools.bench_handlers:retry_twice"
-RETRY_DELAYS = (1.0, 8.0)  # s: the first retry and the second
 STREAM = "agents"
 
 
@@ -56,12 +56,15 @@ class FairSizes:
     idle_streams: int  # tenant streams of the idle pool
     idle_s: float  # seconds of idle CPU measured
     retry_streams: int  # tenant streams of the retry pool (one event each)
+    retry_delays: tuple[float, float]  # s: the first retry, the second (> the 2 s idle grid)
 
 
 SIZES = {
-    "normal": FairSizes(4, 100_000, 50, 5.0, 10.0, 0.001, 6_000, 10.0, 1_000, 20.0, 1_000),
-    "quick": FairSizes(4, 20_000, 20, 5.0, 5.0, 0.001, 2_000, 2.0, 1_000, 10.0, 1_000),
-    "smoke": FairSizes(2, 1_500, 5, 5.0, 1.5, 0.001, 150, 0.5, 50, 1.0, 50),
+    "normal": FairSizes(
+        4, 100_000, 50, 5.0, 10.0, 0.001, 6_000, 10.0, 1_000, 20.0, 1_000, (1.0, 8.0)
+    ),
+    "quick": FairSizes(4, 20_000, 20, 5.0, 5.0, 0.001, 2_000, 2.0, 1_000, 10.0, 1_000, (1.0, 8.0)),
+    "smoke": FairSizes(2, 1_500, 5, 5.0, 1.5, 0.001, 150, 0.5, 50, 1.0, 50, (1.0, 3.0)),
 }
 _MOST = max(SIZES.values(), key=lambda s: s.idle_streams)
 
@@ -364,7 +367,7 @@ class Fairness:
         tenants = retry_tenants(n)
         forget(self.client)  # "*" below: exactly the retry tenants
         self.registry.add(*tenants)
-        delays = ", ".join(f"{d:g}" for d in RETRY_DELAYS)
+        delays = ", ".join(f"{d:g}" for d in sz.retry_delays)
         tables = f"retry_delays = [{delays}]\n" + _table("*", "retry", RETRY_HANDLER)
         self.say(f"fairness: retries of {n:,} subscriptions")
         pool = PlatformPool(self.url, self.tmp, "retries", tables, sz.processes)
@@ -375,13 +378,13 @@ class Fairness:
             for tenant in tenants:
                 TenantEventBus(self.client, tenant).publish(STREAM, _event(tenant))
             starts = _wait_attempts(pool, n, 2)  # the second retries are now scheduled
-            window_end_ns = min(a[1] for a in starts.values()) + int(RETRY_DELAYS[1] * 1e9)
+            window_end_ns = min(a[1] for a in starts.values()) + int(sz.retry_delays[1] * 1e9)
             window_s = (window_end_ns - time.monotonic_ns()) / 1e9 - 0.2
             scheduled_rate = self._commands_per_s(max(0.2, window_s)) / n
             starts = _wait_attempts(pool, n, 3)
         finally:
             pool.stop()
-        for k, delay in enumerate(RETRY_DELAYS, start=1):
+        for k, delay in enumerate(sz.retry_delays, start=1):
             late = sorted((a[k] - a[k - 1] - int(delay * 1e9)) / 1e6 for a in starts.values())
             p50, p99 = late[len(late) // 2], late[int(0.99 * (len(late) - 1))]
             before = [a[k - 1] for a in starts.values()]
