@@ -108,6 +108,7 @@ class EventConsumer:
         self._phase = Phase.CONNECT
         self._lost: BaseException | None = None  # why the groups are being ensured again
         self._promote_at = 0.0
+        self._retry_due = False  # _promote_at is a scheduled retry's time, not a poll
         self._reclaim_at = 0.0
         self._acks = AckBuffer(self.group_stream)
         self._heartbeat = Heartbeat(self.group_stream, consumer_name, self.settings.heartbeat_s)
@@ -234,11 +235,22 @@ class EventConsumer:
             return 0.0
         return min(self._promote_at, self._reclaim_at)
 
+    @property
+    def retry_due(self) -> bool:
+        """Whether :meth:`maintenance_due_at` is a scheduled retry's time (it should be
+        kept to the moment), not an idle poll (which may be put off a little)."""
+        return (
+            self._retry_due
+            and self._promote_at <= self._reclaim_at
+            and self.maintenance_due_at() > 0
+        )
+
     def stagger(self, offset_s: float) -> None:
         """Push the first promote and reclaim ``offset_s`` on (many consumers in one
         process spread their maintenance instead of doing it all at once)."""
         now = time.monotonic()
-        self._promote_at = max(self._promote_at, now + offset_s)
+        if now + offset_s > self._promote_at:
+            self._promote_at, self._retry_due = now + offset_s, False
         self._reclaim_at = max(self._reclaim_at, now + offset_s)
 
     def handle_new(self, entry: RawEntry, handler: Handler) -> None:
@@ -366,16 +378,19 @@ class EventConsumer:
             step()
         except BusRefused as exc:
             self._promote_at = time.monotonic() + self.settings.retry_poll_ms / 1000
+            self._retry_due = False
             self.log.warning("maintenance_refused", error=error_text(exc))
 
     def _wake_for_retry(self, delay_s: float) -> None:
-        self._promote_at = min(self._promote_at, time.monotonic() + delay_s)
+        due_at = time.monotonic() + delay_s
+        if due_at <= self._promote_at:
+            self._promote_at, self._retry_due = due_at, True
 
     def _promote(self) -> None:
         moved, wait_ms = self.group_stream.promote_due(self.settings.promote_limit)
         poll_s = self.settings.retry_poll_ms / 1000
-        wait = poll_s if wait_ms < 0 else min(poll_s, wait_ms / 1000)
-        self._promote_at = time.monotonic() + wait
+        self._retry_due = 0 <= wait_ms / 1000 <= poll_s  # else the poll comes first
+        self._promote_at = time.monotonic() + (wait_ms / 1000 if self._retry_due else poll_s)
         if moved:
             self.log.debug("retries_promoted", count=moved)
 

@@ -42,7 +42,7 @@ from eventbus.redis_io import error_text, is_cluster
 SubscriptionKey = tuple[str, str, str]  # (tenant, stream, group)
 #: Maintenance times are rounded up to this grid (s): a due retry is at most this late.
 MAINTENANCE_GRID_S = 0.25
-#: ... and those further away (idle polls) to this one, so an idle worker with many
+#: ... and idle polls further away than this to this one, so an idle worker with many
 #: members wakes about once per blocking read.
 IDLE_GRID_S = 2.0
 
@@ -269,7 +269,7 @@ class Multiplexer:
         finally:
             self.gate.finish()
             self.scheduler.charge(member.key, time.perf_counter() - began)
-        self._schedule(member, member.consumer.maintenance_due_at())
+        self._schedule(member, member.consumer.maintenance_due_at(), member.consumer.retry_due)
         if member.leaving and not member.buffer:
             self._drop(member)
         return 1
@@ -335,12 +335,13 @@ class Multiplexer:
 
     # -- maintenance -----------------------------------------------------------------------
 
-    def _schedule(self, member: Member, due_at: float) -> None:
+    def _schedule(self, member: Member, due_at: float, retry: bool = False) -> None:
         """Make sure ``member`` is maintained at ``due_at`` (or earlier). Times are rounded
-        up to a grid (``MAINTENANCE_GRID_S``, ``IDLE_GRID_S`` when further off): an idle
-        worker with many members wakes for all that is due at once, not once per member."""
+        up to a grid (``MAINTENANCE_GRID_S``; ``IDLE_GRID_S`` for idle polls further off,
+        never for a scheduled ``retry``): an idle worker with many members wakes for all
+        that is due at once, not once per member."""
         if due_at > 0:
-            soon = due_at - time.monotonic() < IDLE_GRID_S
+            soon = retry or due_at - time.monotonic() < IDLE_GRID_S
             grid = MAINTENANCE_GRID_S if soon else IDLE_GRID_S
             due_at = math.ceil(due_at / grid) * grid
         known = self._due_at.get(member.key)
@@ -370,7 +371,8 @@ class Multiplexer:
             except (BusConnectionError, BusRefused):
                 self._schedule(member, 0.0)
                 raise
-            self._schedule(member, max(member.consumer.maintenance_due_at(), now + 0.01))
+            due_at = max(member.consumer.maintenance_due_at(), now + 0.01)
+            self._schedule(member, due_at, member.consumer.retry_due)
         return done
 
     def _lose(self, member: Member, exc: BaseException) -> None:

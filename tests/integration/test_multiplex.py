@@ -8,15 +8,16 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 
 import redis
 from structlog.testing import capture_logs
 
 from eventbus import DeadLetterQueue, HandlerContext, TenantEventBus, wants_context
-from eventbus.multiplex import Multiplexer
+from eventbus.multiplex import IDLE_GRID_S, MAINTENANCE_GRID_S, Multiplexer
 from eventbus.schemas import AgentEvent
 from tests.conftest import wait_for
-from tests.integration.helpers import consumer, make_event
+from tests.integration.helpers import FAST, consumer, make_event
 
 TENANTS = ("acme", "globex", "initech")
 
@@ -113,3 +114,29 @@ def test_a_quiet_tenant_is_not_stuck_behind_a_noisy_backlog(r: redis.Redis) -> N
         wait_for(lambda: order.count("noisy") == 1000)
     # all ten quiet events went in while most of the backlog was still waiting
     assert noisy_by_then < 900, noisy_by_then
+
+
+def test_a_retry_due_after_the_idle_grid_is_kept_to_the_maintenance_grid(r: redis.Redis) -> None:
+    """A retry due later than IDLE_GRID_S wakes the worker on the fine grid (at most
+    MAINTENANCE_GRID_S after its time), not on the coarse grid of idle polls."""
+    mux = Multiplexer("w-0", block_ms=100)
+    bus = TenantEventBus(r, "acme")
+    settings = replace(FAST, retry_poll_ms=60_000)  # no poll before the retry's time
+    c = consumer(bus, DeadLetterQueue(r, "acme"), name="w-0", settings=settings,
+                 retry_delays=[IDLE_GRID_S + 0.5])  # fmt: skip
+    attempts: list[int] = []
+
+    @wants_context
+    def handler(event: AgentEvent, ctx: HandlerContext) -> None:
+        attempts.append(ctx.retry_count)
+        if ctx.retry_count == 0:
+            raise RuntimeError("first attempt fails")
+
+    mux.add(c, handler)
+    bus.publish("tasks", make_event("acme"))
+    wait_for(lambda: mux.round() >= 0 and attempts == [0])
+    key = ("acme", "tasks", "workers")
+    assert c.retry_due
+    assert 0 <= mux._due_at[key] - c.maintenance_due_at() <= MAINTENANCE_GRID_S
+    wait_for(lambda: mux.round() >= 0 and attempts == [0, 1])
+    assert not bus.get_pending("tasks", "workers")

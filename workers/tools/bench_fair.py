@@ -6,10 +6,16 @@ subscription) and its baseline measured in the same run.
 * throughput of the platform pool draining that backlog vs a pool of the one stream alone;
 * 10 equally weighted backlogged tenants: the worst window's Jain index of events handled;
 * weights 1:2:4: the largest relative error of the shares of handler time;
-* idle: worker CPU and RSS of a pool subscribed to many tenant streams vs one stream.
+* idle: worker CPU and RSS of a pool subscribed to many tenant streams vs one stream;
+* retries: one event per tenant stream of a many-tenant pool, failing twice
+  (``retry_delays = [1, 8]``; ``[1, 3]`` in ``--smoke``): how late each retry starts
+  (p50, p99; max printed), and the Redis commands per second per subscription while
+  idle with those retries scheduled vs idle with nothing scheduled (``INFO
+  commandstats``).
 
 Handlers (``bench_handlers:fair``) sleep ``cost_s`` and append ``tenant sent received``
-lines (monotonic ns) to a file.
+lines (monotonic ns) to a file; ``bench_handlers:retry_twice`` appends ``tenant attempt
+started``.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import redis
 
 from eventbus import AgentEvent, EventType, TenantEventBus
 from eventbus.fairness import jain_index
+from eventbus.multiplex import MAINTENANCE_GRID_S
 from eventbus.platform import TenantRegistry
 from workers.tools.bench_procs import PlatformPool
 from workers.tools.bench_report import Line
@@ -32,6 +39,7 @@ from workers.tools.procs import cpu_s, rss_mb
 
 ROOT = Path(__file__).resolve().parents[2]
 HANDLER = "workers.tools.bench_handlers:fair"
+RETRY_HANDLER = "workers.tools.bench_handlers:retry_twice"
 STREAM = "agents"
 
 
@@ -47,12 +55,16 @@ class FairSizes:
     window_s: float  # Jain's index window
     idle_streams: int  # tenant streams of the idle pool
     idle_s: float  # seconds of idle CPU measured
+    retry_streams: int  # tenant streams of the retry pool (one event each)
+    retry_delays: tuple[float, float]  # s: the first retry, the second (> the 2 s idle grid)
 
 
 SIZES = {
-    "normal": FairSizes(4, 100_000, 50, 5.0, 10.0, 0.001, 6_000, 10.0, 1_000, 20.0),
-    "quick": FairSizes(4, 20_000, 20, 5.0, 5.0, 0.001, 2_000, 2.0, 1_000, 10.0),
-    "smoke": FairSizes(2, 1_500, 5, 5.0, 1.5, 0.001, 150, 0.5, 50, 1.0),
+    "normal": FairSizes(
+        4, 100_000, 50, 5.0, 10.0, 0.001, 6_000, 10.0, 1_000, 20.0, 1_000, (1.0, 8.0)
+    ),
+    "quick": FairSizes(4, 20_000, 20, 5.0, 5.0, 0.001, 2_000, 2.0, 1_000, 10.0, 1_000, (1.0, 8.0)),
+    "smoke": FairSizes(2, 1_500, 5, 5.0, 1.5, 0.001, 150, 0.5, 50, 1.0, 50, (1.0, 3.0)),
 }
 _MOST = max(SIZES.values(), key=lambda s: s.idle_streams)
 
@@ -65,6 +77,10 @@ def idle_tenants(n: int) -> list[str]:
     return [f"bench-idle{i}" for i in range(n)]
 
 
+def retry_tenants(n: int) -> list[str]:
+    return [f"bench-retry{i}" for i in range(n)]
+
+
 EQUAL = [f"bench-eq{i}" for i in range(10)]
 WEIGHTS = {"bench-w1": 1, "bench-w2": 2, "bench-w4": 4}
 NOISY, SOLO = "bench-noisy", "bench-solo"
@@ -72,6 +88,7 @@ NOISY, SOLO = "bench-noisy", "bench-solo"
 TENANTS = [
     NOISY, SOLO, *EQUAL, *WEIGHTS,
     *quiet_tenants(max(s.quiet for s in SIZES.values())), *idle_tenants(_MOST.idle_streams),
+    *retry_tenants(max(s.retry_streams for s in SIZES.values())),
 ]  # fmt: skip
 
 
@@ -90,10 +107,10 @@ def _event(tenant: str, **data: object) -> AgentEvent:
     )
 
 
-def _table(tenant: str, group: str, **extra: object) -> str:
+def _table(tenant: str, group: str, handler: str = HANDLER, **extra: object) -> str:
     rows = [
         "[[subscription]]", f'tenant = "{tenant}"', f'stream = "{STREAM}"',
-        f'group = "{group}"', f'handler = "{HANDLER}"',
+        f'group = "{group}"', f'handler = "{handler}"',
         *(f"{k} = {v}" for k, v in extra.items()),
     ]  # fmt: skip
     return "\n".join(rows) + "\n"
@@ -165,6 +182,7 @@ class Fairness:
             self.noisy_and_quiet()
             self.equal_and_weighted()
             self.idle()
+            self.retries()
         finally:
             forget(self.client)
         return self.lines
@@ -340,6 +358,94 @@ class Fairness:
             else:
                 time.sleep(0.2)
         raise TimeoutError(f"idle pool never settled: {pool.log.read_text()[-2000:]}")
+
+    # -- scheduled retries ----------------------------------------------------------------
+
+    def retries(self) -> None:
+        sz = self.sizes
+        n = sz.retry_streams
+        tenants = retry_tenants(n)
+        forget(self.client)  # "*" below: exactly the retry tenants
+        self.registry.add(*tenants)
+        delays = ", ".join(f"{d:g}" for d in sz.retry_delays)
+        tables = f"retry_delays = [{delays}]\n" + _table("*", "retry", RETRY_HANDLER)
+        self.say(f"fairness: retries of {n:,} subscriptions")
+        pool = PlatformPool(self.url, self.tmp, "retries", tables, sz.processes)
+        try:
+            pool.start()
+            self._wait_settled(pool)
+            idle_rate = self._commands_per_s(min(sz.idle_s, 5.0)) / n
+            for tenant in tenants:
+                TenantEventBus(self.client, tenant).publish(STREAM, _event(tenant))
+            starts = _wait_attempts(pool, n, 2)  # the second retries are now scheduled
+            window_end_ns = min(a[1] for a in starts.values()) + int(sz.retry_delays[1] * 1e9)
+            window_s = (window_end_ns - time.monotonic_ns()) / 1e9 - 0.2
+            scheduled_rate = self._commands_per_s(max(0.2, window_s)) / n
+            starts = _wait_attempts(pool, n, 3)
+        finally:
+            pool.stop()
+        for k, delay in enumerate(sz.retry_delays, start=1):
+            late = sorted((a[k] - a[k - 1] - int(delay * 1e9)) / 1e6 for a in starts.values())
+            p50, p99 = late[len(late) // 2], late[int(0.99 * (len(late) - 1))]
+            before = [a[k - 1] for a in starts.values()]
+            self.say(
+                f"fairness: retry {k} ({delay:g} s delay) late by p50 {p50:.0f} ms, "
+                f"p99 {p99:.0f} ms, max {late[-1]:.0f} ms, min {late[0]:.0f} ms; the "
+                f"attempts before it spanned {(max(before) - min(before)) / 1e6:.0f} ms"
+            )
+            line = self.line(
+                f"retry lateness after a {delay:g} s delay, {n:,} subscriptions: p99 / p50",
+                "ms",
+                baseline="p50",
+            )
+            line.ours, line.plain = [max(0.01, p99)], [max(0.01, p50)]
+            line.target = ("ours<=", 500.0)
+        self.say(
+            f"fairness: Redis commands/s per subscription: {scheduled_rate:.3f} with "
+            f"retries scheduled ({window_s:.1f} s), {idle_rate:.3f} idle"
+        )
+        calls = self.line(
+            f"Redis commands/s per subscription, {n:,} retries scheduled / none scheduled",
+            "calls/s",
+            baseline="none scheduled",
+        )
+        calls.ours, calls.plain = [max(0.001, scheduled_rate)], [max(0.001, idle_rate)]
+        calls.target = ("ours<=", 1 / MAINTENANCE_GRID_S)  # one per subscription per tick
+
+    def _commands_per_s(self, seconds: float) -> float:
+        """Redis commands per second (all clients but this one's INFO) over ``seconds``."""
+        before = _commands(self.client)
+        start = time.monotonic()
+        time.sleep(seconds)  # measuring an interval, not waiting for a state
+        after = _commands(self.client)
+        return (sum(after.values()) - sum(before.values())) / (time.monotonic() - start)
+
+
+def _commands(client: redis.Redis) -> dict[str, int]:
+    stats = client.info("commandstats")
+    return {k: int(v["calls"]) for k, v in stats.items() if k != "cmdstat_info"}
+
+
+def _wait_attempts(
+    pool: PlatformPool, n: int, attempts: int, timeout_s: float = 300.0
+) -> dict[str, list[int]]:
+    """Until each of ``n`` tenants' handler started ``attempts`` times: tenant -> the
+    start times (monotonic ns) by attempt."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        starts: dict[str, dict[int, int]] = defaultdict(dict)
+        for line in pool.waits.read_text().splitlines():
+            parts = line.split()
+            if len(parts) == 3:
+                starts[parts[0]].setdefault(int(parts[1]), int(parts[2]))
+        done = {t: [a[k] for k in range(attempts)] for t, a in starts.items() if len(a) >= attempts}
+        if len(done) >= n:
+            return done
+        if pool.proc is not None and pool.proc.poll() is not None:
+            raise RuntimeError(f"pool exited: {pool.log.read_text()[-2000:]}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{len(done)} of {n} retried: {pool.log.read_text()[-2000:]}")
+        time.sleep(0.05)
 
 
 def run(url: str, client: redis.Redis, sizes: FairSizes, say: Callable[[str], None]) -> list[Line]:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from eventbus import AgentEvent
+    from eventbus.handler import HandlerContext
 
 LATENCY_FILE_ENV = "EVENTBUS_BENCH_LATENCY_FILE"
 
@@ -48,3 +49,21 @@ def fair(event: AgentEvent) -> None:
     cost = float(event.data.get("cost_s", 0.0))
     if cost:
         time.sleep(cost)
+
+
+def retry_twice(event: AgentEvent, ctx: HandlerContext) -> None:
+    """The retry benchmark's handler (context-taking): ``tenant attempt started``
+    (monotonic ns; attempt = ``ctx.retry_count``) appended to the file, then a failure
+    on the first two attempts, so the event is retried twice and handled on the third."""
+    started_ns = time.monotonic_ns()
+    if not _fd:
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
+        _fd.append(os.open(os.environ[LATENCY_FILE_ENV], flags, 0o644))
+    os.write(_fd[0], f"{event.tenant_id} {ctx.retry_count} {started_ns}\n".encode())
+    if ctx.retry_count < 2:
+        raise RuntimeError(f"bench: attempt {ctx.retry_count} fails on purpose")
+
+
+# eventbus.handler.wants_context's mark, set by hand: importing eventbus here would load
+# the library into the plain baseline loop, which imports this module for ``noop``
+retry_twice.eventbus_wants_context = True  # type: ignore[attr-defined]
