@@ -161,10 +161,26 @@ FORBIDDEN = (
 
 
 @dataclass(frozen=True)
-class TenantUser:
+class AclUser:
+    """What every generated user has: a name, a password, a role, and its ACL line."""
+
     username: str
     password: str
     role: str
+
+    def setuser_args(self) -> list[str]:
+        """The arguments of ``ACL SETUSER`` (e.g. for ``redis.execute_command``)."""
+        raise NotImplementedError
+
+    def setuser_line(self) -> str:
+        return "ACL SETUSER " + " ".join(self.setuser_args())
+
+    def url(self, host: str = "127.0.0.1", port: int = 6379, db: int = 0) -> str:
+        return f"redis://{self.username}:{self.password}@{host}:{port}/{db}"
+
+
+@dataclass(frozen=True)
+class TenantUser(AclUser):
     tenant_id: str
 
     def setuser_args(self) -> list[str]:
@@ -182,12 +198,6 @@ class TenantUser:
             "-@all",
             *commands,
         ]
-
-    def setuser_line(self) -> str:
-        return "ACL SETUSER " + " ".join(self.setuser_args())
-
-    def url(self, host: str = "127.0.0.1", port: int = 6379, db: int = 0) -> str:
-        return f"redis://{self.username}:{self.password}@{host}:{port}/{db}"
 
 
 def tenant_users(
@@ -231,13 +241,9 @@ _REGISTRY_WRITE = ("sadd", "srem", "smembers", "incrby", "get", "multi", "exec")
 
 
 @dataclass(frozen=True)
-class PlatformUser:
+class PlatformUser(AclUser):
     """A platform user: ``pool`` consumes every tenant's streams (keys ``~t:*``, the worker
     role's commands, the registry read-only); ``provisioner`` only edits the registry."""
-
-    username: str
-    password: str
-    role: str  # "pool" | "provisioner"
 
     def setuser_args(self) -> list[str]:
         if self.role == "pool":
@@ -256,12 +262,6 @@ class PlatformUser:
             "-@all",
             *(f"+{c}" for c in commands),
         ]
-
-    def setuser_line(self) -> str:
-        return "ACL SETUSER " + " ".join(self.setuser_args())
-
-    def url(self, host: str = "127.0.0.1", port: int = 6379, db: int = 0) -> str:
-        return f"redis://{self.username}:{self.password}@{host}:{port}/{db}"
 
 
 def platform_users(
