@@ -38,7 +38,7 @@ from eventbus import (
 from eventbus import wants_context as _wants_context
 from eventbus.logs import configure_logging
 from workers.tools import chaos_cluster
-from workers.tools.chaos_report import print_report, recovery_times
+from workers.tools.chaos_report import recovery_times, report_text
 from workers.tools.localcluster import LocalCluster
 from workers.tools.localredis import LocalRedis
 from workers.tools.procs import is_worker, worker_pids
@@ -391,7 +391,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, on_signal)
     report = run(args, stop)
-    print_report(report)
+    sys.stdout.write(report_text(report))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
     return 1 if report.get("lost", 1) else 0

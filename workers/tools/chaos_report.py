@@ -26,17 +26,23 @@ def recovery_times(injected: list[tuple[str, float]], handled: list[float]) -> d
     return out
 
 
-def print_report(report: dict[str, Any]) -> None:
-    print("chaos ledger")
+def report_text(report: dict[str, Any]) -> str:
+    """The ledger as the chaos run shows it to its operator (the caller writes it out)."""
+    lines = ["chaos ledger"]
     for key in ("seed", "duration_s", "drain_s", "published", "handled", "dead_lettered"):
-        print(f"  {key:<22} {report.get(key)}")
-    print(f"  {'lost':<22} {report.get('lost')}  (must be 0)")
-    print(f"  {'duplicates':<22} {report.get('duplicates')}  (handled more than once)")
-    print(f"  {'handler_calls':<22} {report.get('handler_calls')}")
-    print(f"  {'publish_errors':<22} {report.get('publish_errors')}  (retried: same event)")
-    print(f"  {'faults':<22} {report.get('faults')}")
+        lines.append(f"  {key:<22} {report.get(key)}")
+    lines += [
+        f"  {'lost':<22} {report.get('lost')}  (must be 0)",
+        f"  {'duplicates':<22} {report.get('duplicates')}  (handled more than once)",
+        f"  {'handler_calls':<22} {report.get('handler_calls')}",
+        f"  {'publish_errors':<22} {report.get('publish_errors')}  (retried: same event)",
+        f"  {'faults':<22} {report.get('faults')}",
+    ]
     for kind, times in report.get("recovery", {}).items():
-        print(f"  recovery {kind:<13} max {times['max_s']}s  median {times['median_s']}s")
-    print(f"  {'worker_respawns':<22} {report.get('worker_respawns')}")
+        lines.append(f"  recovery {kind:<13} max {times['max_s']}s  median {times['median_s']}s")
+    lines.append(f"  {'worker_respawns':<22} {report.get('worker_respawns')}")
     if report.get("lost"):
-        print(f"  LOST (first 20): {report.get('lost_ids')}; files kept in {report['workdir']}")
+        lines.append(
+            f"  LOST (first 20): {report.get('lost_ids')}; files kept in {report['workdir']}"
+        )
+    return "\n".join(lines) + "\n"
