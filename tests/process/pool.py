@@ -22,9 +22,14 @@ HANDLER = "tests.process.handlers:record"
 
 
 def event(**data: Any) -> AgentEvent:
+    return tenant_event(TENANT, **data)
+
+
+def tenant_event(tenant: str, **data: Any) -> AgentEvent:
+    """A planner's task for ``tenant`` carrying ``data``."""
     return AgentEvent(
         event_type=EventType.TASK_ASSIGNED,
-        tenant_id=TENANT,
+        tenant_id=tenant,
         source_agent_id="planner",
         call_chain=["planner"],
         data=data,

@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 import redis
 
-from eventbus import AgentEvent, EventType, TenantEventBus
+from eventbus import TenantEventBus
 from eventbus.acl import tenant_users
 from eventbus.keys import platform_tenants
 from tests.conftest import wait_for
-from tests.process.pool import HANDLER, Pool
+from tests.process.pool import HANDLER, Pool, tenant_event
 from workers.tools.localredis import LocalRedis
 
 pytestmark = pytest.mark.slow
@@ -50,16 +50,6 @@ def url(srv: LocalRedis, user: str, password: str) -> str:
     return f"redis://{user}:{password}@127.0.0.1:{srv.port}/0"
 
 
-def _event(tenant: str, **data: object) -> AgentEvent:
-    return AgentEvent(
-        event_type=EventType.TASK_ASSIGNED,
-        tenant_id=tenant,
-        source_agent_id="planner",
-        call_chain=["planner"],
-        data=data,
-    )
-
-
 def test_the_platform_pool_runs_under_its_least_privilege_user(
     server: LocalRedis, tmp_path: Path
 ) -> None:
@@ -82,7 +72,7 @@ def test_the_platform_pool_runs_under_its_least_privilege_user(
         for tenant in ("acme", "globex"):
             publisher = server.client(username=f"eventbus-{tenant}-publisher", password="p")
             for i in range(5):
-                event = _event(tenant, i=i)
+                event = tenant_event(tenant, i=i)
                 ids.add(event.event_id)
                 TenantEventBus(publisher, tenant).publish("tasks", event)
         wait_for(lambda: ids <= pool.done_ids(), 60)

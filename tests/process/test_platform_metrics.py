@@ -9,23 +9,13 @@ from typing import Any
 
 import redis
 
-from eventbus import AgentEvent, EventType, TenantEventBus
+from eventbus import TenantEventBus
 from eventbus.platform import TenantRegistry
 from tests.conftest import wait_for
-from tests.process.pool import HANDLER, Pool
+from tests.process.pool import HANDLER, Pool, tenant_event
 from tests.process.test_pool_metrics import free_port, get, scrape
 
 TENANTS = {"acme": 3, "globex": 5, "initech": 2}  # events each publishes (ok ones)
-
-
-def event(tenant: str, **data: Any) -> AgentEvent:
-    return AgentEvent(
-        event_type=EventType.TASK_ASSIGNED,
-        tenant_id=tenant,
-        source_agent_id="planner",
-        call_chain=["planner"],
-        data=data,
-    )
 
 
 def _labels(tenant: str, stream: str = "tasks", **extra: str) -> tuple[tuple[str, str], ...]:
@@ -52,10 +42,12 @@ def _pool(make_pool: Any, tmp_path: Path, *args: str) -> Pool:
 
 def _publish(r: redis.Redis) -> None:
     for tenant, n in TENANTS.items():
-        TenantEventBus(r, tenant).publish_many("tasks", [event(tenant, i=i) for i in range(n)])
+        TenantEventBus(r, tenant).publish_many(
+            "tasks", [tenant_event(tenant, i=i) for i in range(n)]
+        )
     globex = TenantEventBus(r, "globex")
     globex.publish(
-        "tasks", event("globex", fail=True)
+        "tasks", tenant_event("globex", fail=True)
     )  # one retry (--retry-delays 0), then the DLQ
 
 
@@ -70,7 +62,7 @@ def test_a_platform_pool_serves_counters_per_tenant_and_gauges_per_subscription(
     # an entry left pending by a consumer that is gone: the pool reclaims and handles it
     reviews = TenantEventBus(r, "acme").group("reviews", "agents")
     reviews.ensure()
-    TenantEventBus(r, "acme").publish("reviews", event("acme"))
+    TenantEventBus(r, "acme").publish("reviews", tenant_event("acme"))
     assert len(reviews.read_new("ghost", count=1, block_ms=None)) == 1
     pool = _pool(
         make_pool,
@@ -121,7 +113,7 @@ def test_a_platform_pool_serves_counters_per_tenant_and_gauges_per_subscription(
     assert m[("eventbus_workers_ready", pool_labels)] == 2
     # a tenant provisioned while the pool runs gets its gauges and counters too
     TenantRegistry(r).add("umbrella")
-    TenantEventBus(r, "umbrella").publish("tasks", event("umbrella"))
+    TenantEventBus(r, "umbrella").publish("tasks", tenant_event("umbrella"))
     wait_for(lambda: _value(port, "eventbus_events_handled_total", _labels("umbrella")) == 1, 60)
     wait_for(lambda: ("eventbus_group_lag", _labels("umbrella")) in scrape(port), 30)
     assert get(port, "/healthz") == (200, b"ok\n")

@@ -14,22 +14,12 @@ from typing import Any
 import pytest
 import redis
 
-from eventbus import AgentEvent, DeadLetterQueue, EventType, TenantEventBus
+from eventbus import DeadLetterQueue, TenantEventBus
 from eventbus.platform import TenantRegistry
 from tests.conftest import wait_for
-from tests.process.pool import HANDLER, Pool, logged_at
+from tests.process.pool import HANDLER, Pool, logged_at, tenant_event
 
 pytestmark = pytest.mark.slow
-
-
-def _event(tenant: str, **data: Any) -> AgentEvent:
-    return AgentEvent(
-        event_type=EventType.TASK_ASSIGNED,
-        tenant_id=tenant,
-        source_agent_id="planner",
-        call_chain=["planner"],
-        data=data,
-    )
 
 
 def _table(tenant: str, stream: str, **extra: object) -> str:
@@ -64,14 +54,14 @@ def test_a_platform_pool_handles_every_tenant_and_finds_new_ones(
     for tenant, stream in (("acme", "tasks"), ("globex", "tasks"), ("acme", "reviews")):
         bus = TenantEventBus(r, tenant)
         for i in range(5):
-            bus.publish(stream, _event(tenant, i=i))
+            bus.publish(stream, tenant_event(tenant, i=i))
     wait_for(lambda: sum(_done(pool).values()) == 15, 60)
     assert _done(pool) == {("acme", "tasks"): 5, ("globex", "tasks"): 5, ("acme", "reviews"): 5}
     # a tenant provisioned while the pool runs: no restart, handled within the discovery
     # interval (1 s); the bound here only turns "never" into a failure
     registry.add("initech")
     published = time.monotonic()
-    TenantEventBus(r, "initech").publish("tasks", _event("initech"))
+    TenantEventBus(r, "initech").publish("tasks", tenant_event("initech"))
     wait_for(lambda: _done(pool)[("initech", "tasks")] == 1, 60)
     took = time.monotonic() - published
     print(f"new tenant handled {took:.2f} s after its first publish")
@@ -93,7 +83,7 @@ def test_a_tenant_whose_handler_kills_its_worker_does_not_stall_the_others(
         for tenant in ("good1", "good2"):
             bus = TenantEventBus(r, tenant)
             for _ in range(0, per_tenant, 500):
-                bus.publish_many("tasks", [_event(tenant) for _ in range(500)])
+                bus.publish_many("tasks", [tenant_event(tenant) for _ in range(500)])
         return started
 
     def good_done_times() -> list[float]:
@@ -112,7 +102,7 @@ def test_a_tenant_whose_handler_kills_its_worker_does_not_stall_the_others(
     bad = TenantEventBus(r, "bad")
     began = time.time()
     for _ in range(3):
-        bad.publish("tasks", _event("bad", poison=True))  # os._exit in the handler
+        bad.publish("tasks", tenant_event("bad", poison=True))  # os._exit in the handler
     good_backlog()
     # the pills are blamed on themselves: dead-lettered after max_deliveries, no good
     # event went to a DLQ
@@ -164,8 +154,8 @@ def test_max_in_flight_holds_across_the_pool(
     config = _config(tmp_path, _table("*", "tasks", max_in_flight=1))
     pool = make_pool(config=config, processes=3).start()
     capped = TenantEventBus(r, "capped")
-    capped.publish_many("tasks", [_event("capped", sleep_s=0.2) for _ in range(6)])
-    TenantEventBus(r, "free").publish_many("tasks", [_event("free") for _ in range(6)])
+    capped.publish_many("tasks", [tenant_event("capped", sleep_s=0.2) for _ in range(6)])
+    TenantEventBus(r, "free").publish_many("tasks", [tenant_event("free") for _ in range(6)])
     wait_for(lambda: sum(_done(pool).values()) == 12, 60)
     spans = {}
     for x in pool.ledger():
@@ -183,13 +173,13 @@ def test_sighup_adds_and_removes_subscriptions_without_losing_entries(
     config = _config(tmp_path, _table("acme", "tasks"), _table("acme", "old"))
     pool = make_pool(config=config, processes=2).start()
     acme = TenantEventBus(r, "acme")
-    acme.publish_many("old", [_event("acme", sleep_s=0.05) for _ in range(20)])
+    acme.publish_many("old", [tenant_event("acme", sleep_s=0.05) for _ in range(20)])
     wait_for(lambda: _done(pool)[("acme", "old")] >= 1, 60)
     config.write_text("max_deliveries = 2\n" + _table("acme", "tasks") + _table("acme", "new"))
     pool.signal(signal.SIGHUP)
     wait_for(lambda: pool.logged("reload_done"), 120)
-    acme.publish("new", _event("acme"))
-    acme.publish("tasks", _event("acme"))
+    acme.publish("new", tenant_event("acme"))
+    acme.publish("tasks", tenant_event("acme"))
     wait_for(lambda: _done(pool)[("acme", "new")] == 1 and _done(pool)[("acme", "tasks")] == 1, 60)
     # what the removed subscription's workers had read was handled and acked before they
     # stopped: nothing is left pending on it
@@ -209,7 +199,7 @@ def test_a_tenant_table_gives_one_tenant_its_own_hop_limit(
     pool = make_pool(config=config, processes=1).start()
     chain = ["user", "planner", "writer"]  # 3 hops: over acme's limit, under the pool's 32
     for tenant in ("acme", "globex"):
-        TenantEventBus(r, tenant).publish("tasks", _event(tenant).model_copy(
+        TenantEventBus(r, tenant).publish("tasks", tenant_event(tenant).model_copy(
             update={"call_chain": chain, "source_agent_id": "writer"}))  # fmt: skip
     dlq = DeadLetterQueue(r, "acme")
     wait_for(lambda: _done(pool)[("globex", "tasks")] == 1 and dlq.count("tasks") == 1, 60)
