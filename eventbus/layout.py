@@ -68,14 +68,21 @@ def migrate(client: Any, tenant_id: str, *, dry_run: bool = False) -> Migration:
     DEL. The old and new names hash to different slots, so this works on a single node and
     on a cluster alike. A key whose new name is taken is left in place and listed in
     ``conflicts`` (nothing is overwritten). Not atomic per key: stop the tenant's pool and
-    producers first; a run cut short is resumed by running it again."""
+    producers first. A run cut short is resumed by running it again: a crash between the
+    RESTORE and the DEL leaves both names holding the same value, and the next run then
+    deletes the old one (same DUMP payload) instead of reporting a conflict."""
     keys = TenantKeys(tenant_id)
     out = Migration()
     for old in legacy_keys(client, tenant_id):
         new = keys.from_legacy(old)
         with translated(f"move {old!r} to {new!r}"):
             if client.exists(new):
-                out.conflicts.append((old, new))
+                if client.dump(new) != client.dump(old):
+                    out.conflicts.append((old, new))
+                    continue
+                if not dry_run:
+                    client.delete(old)  # moved by a run that died before its DEL
+                out.renamed.append((old, new))
                 continue
             if not dry_run:
                 payload, ttl_ms = client.dump(old), client.pttl(old)

@@ -55,6 +55,18 @@ def test_migrate_never_overwrites_a_layout_2_key(r: redis.Redis) -> None:
     assert r.smembers("t:{acme}:streams") == {b"other"}
 
 
+def test_a_run_that_died_between_restore_and_del_is_finished_by_the_next(r: redis.Redis) -> None:
+    _layout_1(r)
+    # what a crash right after RESTORE (before the DEL) leaves: both names, same value
+    r.restore("t:{acme}:events:tasks", 0, r.dump("t:acme:events:tasks"))
+
+    done = migrate(r, "acme")
+
+    assert ("t:acme:events:tasks", "t:{acme}:events:tasks") in done.renamed
+    assert done.conflicts == [] and legacy_keys(r, "acme") == []
+    assert r.xinfo_groups("t:{acme}:events:tasks")[0]["name"] == b"workers"
+
+
 def test_dry_run_renames_nothing(r: redis.Redis) -> None:
     _layout_1(r)
 
