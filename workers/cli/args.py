@@ -304,10 +304,12 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="eventbus",
         parents=[_common(environ, top=True)],
-        description="Operate a tenant's event bus. Every command but acl, web and "
-        "supervise (which have their own flags, after the command name) takes --redis-url "
-        "(env EVENTBUS_REDIS_URL) and --tenant (env EVENTBUS_TENANT), before or after its "
-        "name. Errors: one line on stderr, exit 1; usage errors exit 2.",
+        description="Operate a tenant's event bus. Every command but acl, tenants, web "
+        "and supervise (which have their own flags, after the command name) takes "
+        "--redis-url (env EVENTBUS_REDIS_URL), --redis-cluster (env EVENTBUS_REDIS_CLUSTER) "
+        "and --tenant (env EVENTBUS_TENANT), before or after its name; tenants takes "
+        "--redis-url and --redis-cluster. Errors: one line on stderr, exit 1; usage errors "
+        "exit 2.",
     )
     sub = parser.add_subparsers(dest="subcommand", required=True, metavar="COMMAND")
     common = _common(environ, top=False)
