@@ -6,6 +6,7 @@ in the tenant's audit stream."""
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 from urllib.parse import urlencode
@@ -67,6 +68,23 @@ def _check_csrf(session: Session, form: FormData, request: Request) -> None:
         raise PageError(403, "refused: the form's security token is missing or stale")
 
 
+async def checked_post(request: Request) -> tuple[Session, FormData]:
+    """A POST's session and form, its CSRF token checked (403 otherwise)."""
+    form = await request.form()
+    session = session_of(request)
+    _check_csrf(session, form, request)
+    return session, form
+
+
+async def tenant_post(
+    request: Request, action: Callable[[Request, Session, str, FormData], Response]
+) -> Response:
+    """A tenant page's POST, checked, then ``action`` in a worker thread (it talks to
+    Redis, which blocks)."""
+    session, form = await checked_post(request)
+    return await run_in_threadpool(action, request, session, tenant_param(request), form)
+
+
 # -- login -------------------------------------------------------------------------------
 
 
@@ -120,9 +138,7 @@ async def login_post(request: Request) -> Response:
 
 
 async def logout(request: Request) -> Response:
-    form = await request.form()
-    session = session_of(request)
-    _check_csrf(session, form, request)
+    session, _ = await checked_post(request)
     store_of(request).drop(session.sid)
     log.info("console_logout", user=session.username)
     response = RedirectResponse("/login", status_code=303)
@@ -148,11 +164,7 @@ def _describe(action: str, scope: str, stream: str, ids: list[str], flt: DlqFilt
 
 
 async def dlq_action(request: Request) -> Response:
-    form = await request.form()
-    session = session_of(request)
-    _check_csrf(session, form, request)
-    tenant = tenant_param(request)
-    return await run_in_threadpool(_dlq_action, request, session, tenant, form)
+    return await tenant_post(request, _dlq_action)
 
 
 def _dlq_action(request: Request, session: Session, tenant: str, form: FormData) -> Response:
@@ -236,9 +248,7 @@ def _start_bulk(
 
 async def job_step(request: Request) -> Response:
     """One batch of a bulk run; JSON for the page's script, else back to the page."""
-    form = await request.form()
-    session = session_of(request)
-    _check_csrf(session, form, request)
+    session, form = await checked_post(request)
     tenant = tenant_param(request)
     job_id = str(request.path_params["job_id"])
     run = session.jobs.get(f"{tenant}/{job_id}")

@@ -5,7 +5,6 @@ operator's halt / resume (POST with the CSRF token, audited like replay and purg
 from __future__ import annotations
 
 import structlog
-from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
@@ -14,7 +13,7 @@ from eventbus.keys import validate_correlation_id
 from eventbus.records import GUARD_REASONS
 from eventbus.requests import Budget
 from eventbus.trace import TraceNode, read_trace_plain, walk
-from workers.console.actions import _check_csrf
+from workers.console.actions import tenant_post
 from workers.console.base import PageError, as_page, render, session_of
 from workers.console.pages import tenant_param
 from workers.console.sessions import Session
@@ -84,11 +83,7 @@ def _budget_doc(budget: Budget) -> dict[str, object]:
 
 
 async def request_action(request: Request) -> Response:
-    form = await request.form()
-    session = session_of(request)
-    _check_csrf(session, form, request)
-    tenant = tenant_param(request)
-    return await run_in_threadpool(_request_action, request, session, tenant, form)
+    return await tenant_post(request, _request_action)
 
 
 def _request_action(request: Request, session: Session, tenant: str, form: FormData) -> Response:
