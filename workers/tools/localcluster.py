@@ -172,44 +172,39 @@ class LocalCluster:
             dst.close()
         return moved
 
+    def _every_live_node(self, check: Callable[[redis.Redis], bool]) -> bool:
+        """True when ``check`` holds on every node that runs (one that does not answer:
+        False)."""
+        for node in self.nodes:
+            if node.proc is None or node.proc.poll() is not None:
+                continue
+            admin = node.client(decode_responses=True, socket_timeout=1)
+            try:
+                if not check(admin):
+                    return False
+            except redis.RedisError:
+                return False
+            finally:
+                admin.close()
+        return True
+
     def wait_ok(self, timeout_s: float = 30.0) -> None:
         """Until every live node says ``cluster_state:ok``."""
-
-        def settled() -> bool:
-            for node in self.nodes:
-                if node.proc is None or node.proc.poll() is not None:
-                    continue
-                admin = node.client(decode_responses=True, socket_timeout=1)
-                try:
-                    if "cluster_state:ok" not in str(_cmd(admin, "CLUSTER", "INFO")):
-                        return False
-                except redis.RedisError:
-                    return False
-                finally:
-                    admin.close()
-            return True
-
-        self._wait(settled, timeout_s)
+        self._wait(
+            lambda: self._every_live_node(
+                lambda admin: "cluster_state:ok" in str(_cmd(admin, "CLUSTER", "INFO"))
+            ),
+            timeout_s,
+        )
 
     def wait_replicas_synced(self, timeout_s: float = 30.0) -> None:
         """Until every live replica has its link to its master up."""
 
-        def synced() -> bool:
-            for node in self.nodes:
-                if node.proc is None or node.proc.poll() is not None:
-                    continue
-                admin = node.client(decode_responses=True, socket_timeout=1)
-                try:
-                    role = _cmd(admin, "ROLE")
-                    if role[0] != "master" and role[3] != "connected":
-                        return False
-                except redis.RedisError:
-                    return False
-                finally:
-                    admin.close()
-            return True
+        def synced(admin: redis.Redis) -> bool:
+            role = _cmd(admin, "ROLE")
+            return bool(role[0] == "master" or role[3] == "connected")
 
-        self._wait(synced, timeout_s)
+        self._wait(lambda: self._every_live_node(synced), timeout_s)
 
     def flushall(self) -> None:
         for node in self.nodes:
